@@ -1,0 +1,48 @@
+//! The local endpoint API: HTTP/JSON on a Unix socket that only root may
+//! open (mode 0600). The CNI plugin and operators are its clients; the agent
+//! behind it is the only writer of BPF state.
+//!
+//! | method and path            | does                                   |
+//! |----------------------------|----------------------------------------|
+//! | `POST /v1/endpoints`       | add an endpoint (`AddEndpoint` JSON)   |
+//! | `DELETE /v1/endpoints/IP`  | delete the endpoint with that IP       |
+//! | `GET /v1/endpoints`        | list endpoints                         |
+//! | `GET /v1/datapath`         | what the kernel map holds right now    |
+//! | `GET /v1/datapath/links/IF` | programs on the tcx ingress of IF     |
+//! | `GET /v1/stats`            | `STATS` summed over CPUs               |
+//! | `GET /healthz`             | liveness                               |
+//!
+//! Errors are `{"error": "..."}` with 400 (malformed or invalid), 404
+//! (unknown endpoint), 409 (conflict), 422 (host veth missing) or 500.
+
+pub mod client;
+mod server;
+
+pub use server::serve;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatEntry {
+    pub name: String,
+    pub drop: bool,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DatapathView {
+    /// Keys of the kernel's `ENDPOINTS` map.
+    pub endpoint_map_ips: Vec<std::net::Ipv4Addr>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LinkPrograms {
+    /// Names of the programs the kernel runs on the link's tcx ingress.
+    pub tcx_ingress: Vec<String>,
+}

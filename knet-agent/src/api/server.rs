@@ -1,0 +1,157 @@
+//! The API's HTTP side: routes, error mapping and the socket.
+
+use std::{net::Ipv4Addr, os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+
+use anyhow::{bail, Context, Result};
+use axum::{
+    extract::{rejection::JsonRejection, Path as UrlPath, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, get},
+    Json, Router,
+};
+use tokio::{net::UnixListener, sync::Mutex};
+
+use super::{DatapathView, ErrorBody, LinkPrograms, StatEntry};
+use crate::{
+    agent::{Agent, AgentError},
+    dataplane::Dataplane,
+    endpoints::{AddEndpoint, EndpointError},
+};
+
+type Shared = Arc<Mutex<Agent>>;
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> Self {
+        let status = match &e {
+            AgentError::Endpoint(EndpointError::Invalid(_)) => StatusCode::BAD_REQUEST,
+            AgentError::Endpoint(EndpointError::Conflict(_)) => StatusCode::CONFLICT,
+            AgentError::Endpoint(EndpointError::NotFound(_)) => StatusCode::NOT_FOUND,
+            AgentError::NoSuchLink(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AgentError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = format!("{e:#}"), "request failed");
+        }
+        ApiError(status, format!("{e:#}"))
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        AgentError::Internal(e).into()
+    }
+}
+
+fn router(agent: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/endpoints", get(list_endpoints).post(add_endpoint))
+        .route("/v1/endpoints/{ip}", delete(delete_endpoint))
+        .route("/v1/datapath", get(datapath))
+        .route("/v1/datapath/links/{ifname}", get(link_programs))
+        .route("/v1/stats", get(stats))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path".into()) })
+        .with_state(agent)
+}
+
+async fn add_endpoint(
+    State(agent): State<Shared>,
+    body: Result<Json<AddEndpoint>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(req) = body.map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("malformed request: {}", e.body_text()),
+        )
+    })?;
+    let endpoint = agent.lock().await.add_endpoint(&req).await?;
+    Ok((StatusCode::CREATED, Json(endpoint)))
+}
+
+async fn delete_endpoint(
+    State(agent): State<Shared>,
+    UrlPath(ip): UrlPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let ip: Ipv4Addr = ip.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{ip:?} is not an IPv4 address"),
+        )
+    })?;
+    let endpoint = agent.lock().await.delete_endpoint(ip)?;
+    Ok(Json(endpoint))
+}
+
+async fn list_endpoints(State(agent): State<Shared>) -> impl IntoResponse {
+    Json(agent.lock().await.endpoints())
+}
+
+async fn datapath(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let endpoint_map_ips = agent.lock().await.map_endpoint_ips()?;
+    Ok(Json(DatapathView { endpoint_map_ips }))
+}
+
+async fn link_programs(UrlPath(ifname): UrlPath<String>) -> Result<impl IntoResponse, ApiError> {
+    let tcx_ingress = Dataplane::tcx_ingress_programs(&ifname)
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{e:#}")))?;
+    Ok(Json(LinkPrograms { tcx_ingress }))
+}
+
+async fn stats(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let stats = agent.lock().await.stats()?;
+    let body: Vec<StatEntry> = stats
+        .into_iter()
+        .map(|(stat, c)| StatEntry {
+            name: stat.name().into(),
+            drop: stat.is_drop(),
+            packets: c.packets,
+            bytes: c.bytes,
+        })
+        .collect();
+    Ok(Json(body))
+}
+
+/// Binds the socket (mode 0600) and serves until `shutdown` resolves.
+pub async fn serve(
+    agent: Agent,
+    socket: &Path,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = bind(socket).await?;
+    tracing::info!(socket = %socket.display(), "API listening");
+    let result = axum::serve(listener, router(Arc::new(Mutex::new(agent))))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("API server failed");
+    let _ = std::fs::remove_file(socket);
+    result
+}
+
+async fn bind(socket: &Path) -> Result<UnixListener> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if socket.exists() {
+        // A socket someone still answers on belongs to a running agent;
+        // one nobody answers on is left over from a crash.
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            bail!("another agent is already serving on {}", socket.display());
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("cannot remove stale {}", socket.display()))?;
+    }
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("cannot bind {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", socket.display()))?;
+    Ok(listener)
+}

@@ -1,0 +1,218 @@
+//! The agent's settings: from a TOML file, each overridable by a flag or an
+//! environment variable, validated once into [`Config`].
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+pub const DEFAULT_API_SOCKET: &str = "/run/knet/agent.sock";
+pub const DEFAULT_BPF_PIN_DIR: &str = "/sys/fs/bpf/knet";
+
+/// Settings as given, before validation. Used both as the file's schema and
+/// as the command line's (each field a flag and an env var).
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// This node's name, as the cluster knows it.
+    #[arg(long, env = "KNET_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The IPv4 subnet this node gives its pods, e.g. 10.244.1.0/24.
+    #[arg(long, env = "KNET_POD_CIDR")]
+    pub pod_cidr: Option<String>,
+    /// Unix socket of the local endpoint API [default: /run/knet/agent.sock].
+    #[arg(long, env = "KNET_API_SOCKET")]
+    pub api_socket: Option<PathBuf>,
+    /// bpffs directory where maps are pinned [default: /sys/fs/bpf/knet].
+    #[arg(long, env = "KNET_BPF_PIN_DIR")]
+    pub bpf_pin_dir: Option<PathBuf>,
+}
+
+impl RawConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Fields set in `over` win over the ones in `self`.
+    pub fn overridden_by(self, over: RawConfig) -> RawConfig {
+        RawConfig {
+            node_name: over.node_name.or(self.node_name),
+            pod_cidr: over.pod_cidr.or(self.pod_cidr),
+            api_socket: over.api_socket.or(self.api_socket),
+            bpf_pin_dir: over.bpf_pin_dir.or(self.bpf_pin_dir),
+        }
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub node_name: String,
+    pub pod_cidr: Ipv4Net,
+    pub api_socket: PathBuf,
+    pub bpf_pin_dir: PathBuf,
+}
+
+impl TryFrom<RawConfig> for Config {
+    type Error = anyhow::Error;
+
+    fn try_from(raw: RawConfig) -> Result<Self> {
+        let node_name = raw
+            .node_name
+            .context("node_name is not set (config file, --node-name or KNET_NODE_NAME)")?;
+        validate_node_name(&node_name)?;
+        let cidr = raw
+            .pod_cidr
+            .context("pod_cidr is not set (config file, --pod-cidr or KNET_POD_CIDR)")?;
+        let pod_cidr = parse_pod_cidr(&cidr)?;
+        let api_socket = raw.api_socket.unwrap_or_else(|| DEFAULT_API_SOCKET.into());
+        if !api_socket.is_absolute() {
+            bail!(
+                "api_socket {} must be an absolute path",
+                api_socket.display()
+            );
+        }
+        let bpf_pin_dir = raw
+            .bpf_pin_dir
+            .unwrap_or_else(|| DEFAULT_BPF_PIN_DIR.into());
+        if !bpf_pin_dir.starts_with("/sys/fs/bpf/") {
+            bail!(
+                "bpf_pin_dir {} must be a directory under /sys/fs/bpf",
+                bpf_pin_dir.display()
+            );
+        }
+        Ok(Config {
+            node_name,
+            pod_cidr,
+            api_socket,
+            bpf_pin_dir,
+        })
+    }
+}
+
+/// A node name must be a DNS subdomain, as Kubernetes requires.
+fn validate_node_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !ok {
+        bail!(
+            "node_name {name:?} is not a valid node name (lowercase letters, digits, '-' and '.')"
+        );
+    }
+    Ok(())
+}
+
+/// The pod subnet: IPv4, written as its network address, with room for pods.
+pub fn parse_pod_cidr(text: &str) -> Result<Ipv4Net> {
+    let net: ipnet::IpNet = text.parse().map_err(|_| {
+        anyhow::anyhow!("pod_cidr {text:?} is not a CIDR (expected e.g. 10.244.1.0/24)")
+    })?;
+    let net = match net {
+        ipnet::IpNet::V4(net) => net,
+        ipnet::IpNet::V6(_) => bail!("pod_cidr {text:?} is IPv6; knet supports IPv4 pod subnets"),
+    };
+    if net.trunc() != net {
+        bail!(
+            "pod_cidr {text:?} has host bits set; did you mean {}?",
+            net.trunc()
+        );
+    }
+    if net.prefix_len() > 30 {
+        bail!("pod_cidr {text:?} is too small for pods (at most /30)");
+    }
+    if IpAddr::V4(net.network()).is_unspecified() {
+        bail!("pod_cidr {text:?} cannot start at 0.0.0.0");
+    }
+    Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(name: &str, cidr: &str) -> RawConfig {
+        RawConfig {
+            node_name: Some(name.into()),
+            pod_cidr: Some(cidr.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_config_gets_defaults() {
+        let c = Config::try_from(raw("node-1", "10.244.1.0/24")).unwrap();
+        assert_eq!(c.pod_cidr.to_string(), "10.244.1.0/24");
+        assert_eq!(c.api_socket, PathBuf::from(DEFAULT_API_SOCKET));
+        assert_eq!(c.bpf_pin_dir, PathBuf::from(DEFAULT_BPF_PIN_DIR));
+    }
+
+    #[test]
+    fn invalid_cidrs_are_named_in_the_error() {
+        for (cidr, needle) in [
+            ("10.244.1.0/33", "not a CIDR"),
+            ("10.244.1/24", "not a CIDR"),
+            ("banana", "not a CIDR"),
+            ("10.244.1.5/24", "host bits"),
+            ("fd00::/64", "IPv6"),
+            ("10.0.0.0/31", "too small"),
+            ("0.0.0.0/0", "0.0.0.0"),
+        ] {
+            let err = Config::try_from(raw("n", cidr)).unwrap_err().to_string();
+            assert!(
+                err.contains(needle) && err.contains("pod_cidr"),
+                "{cidr}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_and_bad_fields() {
+        assert!(Config::try_from(RawConfig::default())
+            .unwrap_err()
+            .to_string()
+            .contains("node_name"));
+        assert!(Config::try_from(raw("Node_1", "10.0.0.0/24")).is_err());
+        let mut r = raw("n", "10.0.0.0/24");
+        r.bpf_pin_dir = Some("/tmp/x".into());
+        assert!(Config::try_from(r)
+            .unwrap_err()
+            .to_string()
+            .contains("/sys/fs/bpf"));
+        let mut r = raw("n", "10.0.0.0/24");
+        r.api_socket = Some("rel.sock".into());
+        assert!(Config::try_from(r).is_err());
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = raw("from-file", "10.0.0.0/24");
+        let flags = RawConfig {
+            pod_cidr: Some("10.1.0.0/24".into()),
+            ..Default::default()
+        };
+        let merged = file.overridden_by(flags);
+        assert_eq!(merged.node_name.as_deref(), Some("from-file"));
+        assert_eq!(merged.pod_cidr.as_deref(), Some("10.1.0.0/24"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<RawConfig>("node_name = \"a\"\npod_cdr = \"10.0.0.0/24\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("pod_cdr"), "{err}");
+    }
+}

@@ -1,0 +1,175 @@
+//! Owns the loaded eBPF object: the bpffs pins, the programs' attach points
+//! and typed access to the maps. Nothing else touches BPF state.
+
+use std::{collections::HashMap, net::Ipv4Addr, path::Path};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+    programs::{tc, SchedClassifier, TcAttachType},
+    util::KernelVersion,
+    Ebpf, EbpfLoader,
+};
+use knet_common::{ipv4_key, map_names, program_names, Counter, Endpoint as MapEndpoint, Stat};
+use nix::{
+    mount::{mount, MsFlags},
+    sys::statfs::{statfs, BPF_FS_MAGIC},
+};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/knet.bpf.o"));
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    /// `from_pod` attachments by host veth ifindex.
+    from_pod_links: HashMap<u32, aya::programs::tc::SchedClassifierLinkId>,
+}
+
+impl Dataplane {
+    /// Loads the programs (the verifier runs here) and opens the maps,
+    /// adopting maps already pinned in `pin_dir` so their entries survive.
+    pub fn load(pin_dir: &Path) -> Result<Self> {
+        if !cfg!(knet_ebpf_embedded) || OBJECT.is_empty() {
+            bail!("this knet-agent was built without its eBPF object; build it with `cargo xtask build`");
+        }
+        let bpffs_root = Path::new("/sys/fs/bpf");
+        ensure_bpffs(bpffs_root)?;
+        std::fs::create_dir_all(pin_dir)
+            .with_context(|| format!("cannot create {}", pin_dir.display()))?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(OBJECT)
+            .context("loading the eBPF object failed")?;
+        let from_pod: &mut SchedClassifier = ebpf
+            .program_mut(program_names::FROM_POD)
+            .context("the eBPF object has no from_pod program")?
+            .try_into()?;
+        from_pod.load().context("the verifier rejected from_pod")?;
+        Ok(Dataplane {
+            ebpf,
+            from_pod_links: HashMap::new(),
+        })
+    }
+
+    /// Attaches `from_pod` to the ingress of a host-side veth (tcx; clsact
+    /// on kernels before 6.6).
+    pub fn attach_from_pod(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
+        if self.from_pod_links.contains_key(&ifindex) {
+            return Ok(());
+        }
+        if KernelVersion::current()
+            .map(|v| v < KernelVersion::new(6, 6, 0))
+            .unwrap_or(true)
+        {
+            // Without tcx, TC programs hang off a clsact qdisc; "exists" is fine.
+            let _ = tc::qdisc_add_clsact(ifname);
+        }
+        let prog = self.from_pod_program()?;
+        let id = prog
+            .attach(ifname, TcAttachType::Ingress)
+            .with_context(|| format!("cannot attach from_pod to {ifname}"))?;
+        self.from_pod_links.insert(ifindex, id);
+        Ok(())
+    }
+
+    pub fn detach_from_pod(&mut self, ifindex: u32) -> Result<()> {
+        let Some(id) = self.from_pod_links.remove(&ifindex) else {
+            return Ok(());
+        };
+        self.from_pod_program()?
+            .detach(id)
+            .context("cannot detach from_pod")?;
+        Ok(())
+    }
+
+    /// Names of the programs the kernel has on the tcx ingress of `ifname`.
+    pub fn tcx_ingress_programs(ifname: &str) -> Result<Vec<String>> {
+        let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
+            .with_context(|| format!("cannot query tcx ingress of {ifname}"))?;
+        programs
+            .iter()
+            .map(|p| Ok(p.name_as_str().unwrap_or("").to_string()))
+            .collect()
+    }
+
+    fn from_pod_program(&mut self) -> Result<&mut SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program_mut(program_names::FROM_POD)
+            .context("from_pod missing")?
+            .try_into()?)
+    }
+
+    fn endpoints_map(&mut self) -> Result<BpfHashMap<&mut MapData, u32, MapEndpoint>> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::ENDPOINTS)
+            .context("ENDPOINTS map missing")?;
+        Ok(BpfHashMap::try_from(map)?)
+    }
+
+    pub fn set_endpoint(&mut self, ip: Ipv4Addr, value: MapEndpoint) -> Result<()> {
+        self.endpoints_map()?
+            .insert(ipv4_key(ip.octets()), value, 0)
+            .with_context(|| format!("cannot write ENDPOINTS[{ip}]"))
+    }
+
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<()> {
+        match self.endpoints_map()?.remove(&ipv4_key(ip.octets())) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove ENDPOINTS[{ip}]")),
+        }
+    }
+
+    /// Every entry of `ENDPOINTS`, including ones a previous agent pinned.
+    pub fn map_endpoints(&mut self) -> Result<Vec<(Ipv4Addr, MapEndpoint)>> {
+        let map = self.endpoints_map()?;
+        let mut out = Vec::new();
+        for entry in map.iter() {
+            let (key, value) = entry.context("cannot read ENDPOINTS")?;
+            out.push((Ipv4Addr::from(key.to_ne_bytes()), value));
+        }
+        Ok(out)
+    }
+
+    /// `STATS` summed over CPUs, one entry per code.
+    pub fn stats(&self) -> Result<Vec<(Stat, Counter)>> {
+        let map = self
+            .ebpf
+            .map(map_names::STATS)
+            .context("STATS map missing")?;
+        let stats: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map)?;
+        Stat::ALL
+            .iter()
+            .map(|&stat| {
+                let per_cpu = stats.get(&stat.slot(), 0).context("cannot read STATS")?;
+                let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                    packets: acc.packets + c.packets,
+                    bytes: acc.bytes + c.bytes,
+                });
+                Ok((stat, sum))
+            })
+            .collect()
+    }
+}
+
+/// Mounts bpffs at `root` unless it already is one.
+fn ensure_bpffs(root: &Path) -> Result<()> {
+    let is_bpffs = statfs(root)
+        .map(|st| st.filesystem_type() == BPF_FS_MAGIC)
+        .unwrap_or(false);
+    if is_bpffs {
+        return Ok(());
+    }
+    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| format!("cannot mount bpffs at {}", root.display()))?;
+    tracing::info!(path = %root.display(), "mounted bpffs");
+    Ok(())
+}

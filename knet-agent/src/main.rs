@@ -1,0 +1,166 @@
+//! `knet-agent`: the node daemon (`run`) and the operator's view of it.
+
+mod agent;
+mod api;
+mod config;
+mod dataplane;
+mod endpoints;
+mod host;
+mod mac;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::{
+    api::{client::Client, StatEntry},
+    config::{Config, RawConfig, DEFAULT_API_SOCKET},
+    endpoints::{AddEndpoint, Endpoint},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "knet-agent",
+    version,
+    about = "knet's node agent: eBPF pod networking"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the data path and serve the local endpoint API until SIGINT/SIGTERM.
+    Run {
+        /// TOML file with the settings below; flags and env vars override it.
+        #[arg(long, env = "KNET_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: RawConfig,
+    },
+    /// Add, delete or list local endpoints through a running agent.
+    Endpoint {
+        #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
+        api_socket: PathBuf,
+        #[command(subcommand)]
+        action: EndpointAction,
+    },
+    /// Print the data path's packet counters.
+    Stats {
+        #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
+        api_socket: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EndpointAction {
+    Add {
+        #[arg(long)]
+        ip: String,
+        #[arg(long)]
+        host_veth: String,
+        #[arg(long)]
+        pod_mac: String,
+    },
+    Del {
+        ip: String,
+    },
+    List,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run { config, settings } => run(config, settings).await,
+            Command::Endpoint { api_socket, action } => endpoint(&api_socket, action).await,
+            Command::Stats { api_socket } => {
+                let stats: Vec<StatEntry> = Client::new(&api_socket).get("/v1/stats").await?;
+                for s in stats {
+                    println!(
+                        "{:<24} {:>14} packets {:>18} bytes",
+                        s.name, s.packets, s.bytes
+                    );
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn run(file: Option<PathBuf>, flags: RawConfig) -> Result<()> {
+    let raw = match file {
+        Some(path) => RawConfig::from_file(&path)?.overridden_by(flags),
+        None => flags,
+    };
+    let config = Config::try_from(raw).context("invalid configuration")?;
+    tracing::info!(node = %config.node_name, pod_cidr = %config.pod_cidr, pins = %config.bpf_pin_dir.display(), "starting");
+    let socket = config.api_socket.clone();
+    let agent = agent::Agent::start(config).await?;
+    api::serve(agent, &socket, shutdown_signal()).await?;
+    tracing::info!("stopped; maps stay pinned for the next agent");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+async fn endpoint(socket: &std::path::Path, action: EndpointAction) -> Result<()> {
+    let client = Client::new(socket);
+    match action {
+        EndpointAction::Add {
+            ip,
+            host_veth,
+            pod_mac,
+        } => {
+            let ep: Endpoint = client
+                .post(
+                    "/v1/endpoints",
+                    &AddEndpoint {
+                        ip,
+                        host_veth,
+                        pod_mac,
+                    },
+                )
+                .await?;
+            println!("{}", serde_json::to_string(&ep)?);
+        }
+        EndpointAction::Del { ip } => {
+            let ep: Endpoint = client.delete(&format!("/v1/endpoints/{ip}")).await?;
+            println!("{}", serde_json::to_string(&ep)?);
+        }
+        EndpointAction::List => {
+            let eps: Vec<Endpoint> = client.get("/v1/endpoints").await?;
+            for ep in eps {
+                println!(
+                    "{:<16} {:<16} ifindex {:<6} pod {} gw {}",
+                    ep.ip, ep.host_veth, ep.host_ifindex, ep.pod_mac, ep.host_mac
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! The real `knet-agent` binary, running inside a node's namespace, and a
+//! raw HTTP client for its Unix socket (raw, so tests can also send what no
+//! well-behaved client would).
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::{netns::unique_name, topology::Pod, wait, Netns};
+
+/// The agent binary: `KNET_AGENT_BIN`, or the workspace's debug build.
+pub fn agent_binary() -> Result<PathBuf> {
+    let path = match std::env::var_os("KNET_AGENT_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/knet-agent"),
+    };
+    if !path.exists() {
+        bail!(
+            "no knet-agent binary at {} (run the tests with `cargo xtask test`)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+pub struct AgentOptions {
+    pub node_name: String,
+    pub pod_cidr: String,
+}
+
+/// A running agent; stopped with SIGTERM (SIGKILL if it does not stop) and
+/// its files removed on drop.
+pub struct Agent {
+    child: Option<Child>,
+    netns: String,
+    dir: PathBuf,
+    config: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    pin_dir: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent for `node` and waits (bounded) until its API answers.
+    pub fn start(node: &Netns, opts: &AgentOptions) -> Result<Self> {
+        agent_binary()?;
+        let name = unique_name("agent");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("agent.sock");
+        let log = dir.join("agent.log");
+        let config = dir.join("agent.toml");
+        let pin_dir = format!("/sys/fs/bpf/{name}");
+        std::fs::write(
+            &config,
+            format!(
+                "node_name = {:?}\npod_cidr = {:?}\napi_socket = {:?}\nbpf_pin_dir = {:?}\n",
+                opts.node_name,
+                opts.pod_cidr,
+                socket.display().to_string(),
+                pin_dir,
+            ),
+        )?;
+        let mut agent = Agent {
+            child: None,
+            netns: node.name().to_string(),
+            dir,
+            config,
+            socket,
+            log,
+            pin_dir: pin_dir.into(),
+        };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    /// Starts the agent process and waits until its API answers. It runs in
+    /// the node's network namespace but the host's mount namespace (as a
+    /// DaemonSet with /sys/fs/bpf mounted from the host does), so its pins
+    /// outlive it, as they must for a restart.
+    fn spawn(&mut self) -> Result<()> {
+        let bin = agent_binary()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg(&bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start knet-agent")?;
+        self.child = Some(child);
+        let ready = wait::until("the agent's API to answer", Duration::from_secs(30), || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Some(Err(status));
+            }
+            self.request("GET", "/healthz", None)
+                .ok()
+                .filter(|(s, _)| *s == 200)
+                .map(|_| Ok(()))
+        });
+        match ready {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => {
+                self.child = None;
+                bail!(
+                    "knet-agent exited ({status}) while starting:\n{}",
+                    self.log_text()
+                )
+            }
+            Err(e) => bail!("{e:#}\n{}", self.log_text()),
+        }
+    }
+
+    /// Stops the agent with SIGTERM if it runs, then starts it again on the
+    /// same configuration and pins.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            let status = self.stop()?;
+            if !status.success() {
+                bail!("agent exited with {status} on SIGTERM");
+            }
+        }
+        self.spawn()
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One HTTP/1.1 request with a raw body; the status and the parsed JSON
+    /// body (`Value::Null` when the body is not JSON).
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value)> {
+        let body = body.unwrap_or("");
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: knet\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, body) = self.raw(raw.as_bytes())?;
+        Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+    }
+
+    /// Sends raw bytes; the status code and the body of the answer.
+    pub fn raw(&self, bytes: &[u8]) -> Result<(u16, String)> {
+        let mut stream = UnixStream::connect(&self.socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(bytes)?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("not an HTTP answer: {text:?}"))?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// Registers a pod as an endpoint; panics with the agent's answer if it
+    /// refuses.
+    pub fn add_pod(&self, pod: &Pod) -> Result<Value> {
+        let body = serde_json::json!({"ip": pod.ip.to_string(), "host_veth": pod.host_veth, "pod_mac": pod.mac});
+        let (status, v) = self.request("POST", "/v1/endpoints", Some(&body.to_string()))?;
+        if status != 201 {
+            bail!("adding {} failed: {status} {v}", pod.ip);
+        }
+        Ok(v)
+    }
+
+    pub fn delete_pod(&self, pod: &Pod) -> Result<()> {
+        let (status, v) = self.request("DELETE", &format!("/v1/endpoints/{}", pod.ip), None)?;
+        if status != 200 {
+            bail!("deleting {} failed: {status} {v}", pod.ip);
+        }
+        Ok(())
+    }
+
+    /// A `STATS` counter by name: (packets, bytes).
+    pub fn stat(&self, name: &str) -> Result<(u64, u64)> {
+        let (status, v) = self.request("GET", "/v1/stats", None)?;
+        if status != 200 {
+            bail!("stats: {status} {v}");
+        }
+        let entry = v
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["name"] == name))
+            .with_context(|| format!("no stat {name} in {v}"))?;
+        Ok((
+            entry["packets"].as_u64().unwrap_or(0),
+            entry["bytes"].as_u64().unwrap_or(0),
+        ))
+    }
+
+    /// Endpoints as the agent lists them.
+    pub fn endpoints(&self) -> Result<Value> {
+        Ok(self.request("GET", "/v1/endpoints", None)?.1)
+    }
+
+    /// Keys of the kernel's `ENDPOINTS` map, sorted.
+    pub fn map_ips(&self) -> Result<Vec<String>> {
+        let (_, v) = self.request("GET", "/v1/datapath", None)?;
+        let mut ips: Vec<String> = v["endpoint_map_ips"]
+            .as_array()
+            .context("no endpoint_map_ips")?
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect();
+        ips.sort();
+        Ok(ips)
+    }
+
+    /// Programs on the tcx ingress of a link in the node's namespace.
+    pub fn tcx_ingress(&self, link: &str) -> Result<Vec<String>> {
+        let (status, v) = self.request("GET", &format!("/v1/datapath/links/{link}"), None)?;
+        if status != 200 {
+            bail!("tcx query of {link}: {status} {v}");
+        }
+        Ok(v["tcx_ingress"]
+            .as_array()
+            .context("no tcx_ingress")?
+            .iter()
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Stops the agent with SIGTERM; its exit status.
+    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("already stopped")
+        };
+        // nsenter execs the agent, so the child's pid is the agent's.
+        let _ = crate::cmd::run("kill", &["-TERM", &child.id().to_string()]);
+        let status = wait::until(
+            "the agent to exit after SIGTERM",
+            Duration::from_secs(10),
+            || child.try_wait().ok().flatten(),
+        );
+        match status {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            if let Err(e) = self.stop() {
+                eprintln!("cleanup: {e:#}");
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("--- knet-agent log ---\n{}", self.log_text());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}

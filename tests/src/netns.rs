@@ -1,0 +1,124 @@
+//! A network namespace that lives exactly as long as its guard.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::Result;
+
+use crate::cmd;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other run uses: `knet-<pid>-<n>-<role>`.
+pub fn unique_name(role: &str) -> String {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("knet-{}-{}-{}", std::process::id(), n, role)
+}
+
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace with loopback up and IPv6 off (so the only
+    /// traffic in it is what a test sends).
+    pub fn new(role: &str) -> Result<Self> {
+        let name = unique_name(role);
+        cmd::ip(&["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n <ns> args...`
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        cmd::ip(&full)
+    }
+
+    /// Runs a program inside the namespace.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<String> {
+        cmd::run("ip", &self.exec_args(program, args))
+    }
+
+    /// The `ip netns exec` argument list for running `program` inside.
+    pub fn exec_args<'a>(&'a self, program: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+        let mut full = vec!["netns", "exec", self.name.as_str(), program];
+        full.extend_from_slice(args);
+        full
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")])
+            .map(drop)
+    }
+
+    /// A file as a process inside the namespace sees it (`/proc/net/...`,
+    /// `/sys/class/net/...`).
+    pub fn read(&self, path: &str) -> Result<String> {
+        self.exec("cat", &[path])
+    }
+
+    /// The `Ip: ForwDatagrams` counter of `/proc/net/snmp`.
+    pub fn forwarded_datagrams(&self) -> Result<u64> {
+        snmp_field(&self.read("/proc/net/snmp")?, "Ip", "ForwDatagrams")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Processes left inside would keep running in a namespace nobody can
+        // name; end them first.
+        if let Ok(pids) = cmd::ip(&["netns", "pids", &self.name]) {
+            for pid in pids.split_whitespace() {
+                let _ = cmd::run("kill", &["-9", pid]);
+            }
+        }
+        if let Err(e) = cmd::ip(&["netns", "del", &self.name]) {
+            eprintln!("cleanup: {e:#}");
+        }
+    }
+}
+
+/// A field of `/proc/net/snmp`, which pairs a header line with a value line.
+pub fn snmp_field(snmp: &str, proto: &str, field: &str) -> Result<u64> {
+    let prefix = format!("{proto}:");
+    let mut lines = snmp.lines().filter(|l| l.starts_with(&prefix));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        anyhow::bail!("no {proto} lines in /proc/net/snmp");
+    };
+    let idx = names
+        .split_whitespace()
+        .position(|n| n == field)
+        .ok_or_else(|| anyhow::anyhow!("no {proto} {field} in /proc/net/snmp"))?;
+    let value = values
+        .split_whitespace()
+        .nth(idx)
+        .ok_or_else(|| anyhow::anyhow!("short {proto} line"))?;
+    Ok(value.parse()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_forw_datagrams() {
+        let snmp = "Ip: Forwarding DefaultTTL InReceives ForwDatagrams\nIp: 2 64 10 7\nIcmp: InMsgs\nIcmp: 3\n";
+        assert_eq!(snmp_field(snmp, "Ip", "ForwDatagrams").unwrap(), 7);
+        assert!(snmp_field(snmp, "Ip", "Nope").is_err());
+        assert!(snmp_field(snmp, "Tcp", "X").is_err());
+    }
+
+    #[test]
+    fn names_are_unique() {
+        assert_ne!(unique_name("a"), unique_name("a"));
+    }
+}

@@ -1,0 +1,164 @@
+//! Real traffic between namespaces: ping and iperf3, each bounded in time.
+
+use std::{
+    net::Ipv4Addr,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU16, Ordering},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{netns::Netns, wait};
+
+/// Sends `count` echo requests from `from` to `to`; all must be answered.
+pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<()> {
+    let out = crate::cmd::output(
+        "ip",
+        &from.exec_args(
+            "ping",
+            &[
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.05",
+                "-W",
+                "2",
+                "-q",
+                &to.to_string(),
+            ],
+        ),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!("{count} received");
+    if !out.status.success() || !text.contains(&want) {
+        bail!("ping {} -> {to} failed: {}", from.name(), text.trim());
+    }
+    Ok(())
+}
+
+/// Whether a single ping gets an answer (for checking that something is
+/// *not* reachable).
+pub fn ping_once(from: &Netns, to: Ipv4Addr) -> bool {
+    ping(from, to, 1).is_ok()
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A port for an iperf3 server; each namespace has its own port space, the
+/// counter only keeps back-to-back runs from meeting a closing socket.
+fn next_port() -> u16 {
+    5201 + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 1000
+}
+
+/// An iperf3 server inside a namespace, for one test.
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(ns: &Netns, bind: Ipv4Addr, port: u16) -> Result<Server> {
+    let port_s = port.to_string();
+    let bind_s = bind.to_string();
+    let child = Command::new("ip")
+        .args(ns.exec_args("iperf3", &["-s", "-1", "-B", &bind_s, "-p", &port_s]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start iperf3 (is it installed?)")?;
+    let server = Server { child };
+    let needle = format!("{bind}:{port}");
+    wait::until("iperf3 server to listen", Duration::from_secs(10), || {
+        let listening = ns.exec("ss", &["-Htln"]).ok()?;
+        listening.contains(&needle).then_some(())
+    })?;
+    Ok(server)
+}
+
+/// What one iperf3 run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Transfer {
+    pub bytes_received: u64,
+    pub bits_per_second: f64,
+}
+
+/// An iperf3 TCP run from `client` to a server in `server_ns` on `server_ip`.
+/// `reverse` makes the server send. `streams` parallel streams, `seconds`
+/// long.
+pub fn iperf3(
+    client: &Netns,
+    server_ns: &Netns,
+    server_ip: Ipv4Addr,
+    opts: IperfOptions,
+) -> Result<Transfer> {
+    let port = next_port();
+    let _server = start_server(server_ns, server_ip, port)?;
+    let (ip_s, port_s) = (server_ip.to_string(), port.to_string());
+    let (secs, streams) = (opts.seconds.to_string(), opts.streams.to_string());
+    let mut args = vec![
+        "-c",
+        &ip_s,
+        "-p",
+        &port_s,
+        "-t",
+        &secs,
+        "-P",
+        &streams,
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ];
+    if opts.reverse {
+        args.push("-R");
+    }
+    let out = crate::cmd::output(
+        "ip",
+        &client
+            .exec_args("timeout", &[&(opts.seconds + 20).to_string(), "iperf3"])
+            .into_iter()
+            .chain(args)
+            .collect::<Vec<_>>(),
+    )?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "iperf3 printed no JSON: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if let Some(err) = json["error"].as_str() {
+        bail!("iperf3 {} -> {server_ip}: {err}", client.name());
+    }
+    let recv = &json["end"]["sum_received"];
+    let transfer = Transfer {
+        bytes_received: recv["bytes"]
+            .as_u64()
+            .context("iperf3 JSON has no end.sum_received.bytes")?,
+        bits_per_second: recv["bits_per_second"]
+            .as_f64()
+            .context("no bits_per_second")?,
+    };
+    Ok(transfer)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct IperfOptions {
+    pub seconds: u32,
+    pub streams: u32,
+    pub reverse: bool,
+}
+
+impl Default for IperfOptions {
+    fn default() -> Self {
+        IperfOptions {
+            seconds: 1,
+            streams: 1,
+            reverse: false,
+        }
+    }
+}
