@@ -1,1 +1,67 @@
-fn main() {}
+//! Developer and CI workflows for knet: `setup`, `build-ebpf`, `build`,
+//! `run`, `test`, `bench`. Every command that builds eBPF makes the machine
+//! ready first (see `setup`).
+
+mod bench;
+mod build;
+mod packages;
+mod run;
+mod setup;
+mod test;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "knet's developer workflows")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make this machine ready: Debian tools, rust-src, bpf-linker.
+    Setup,
+    /// Build the eBPF object (bpfel-unknown-none).
+    BuildEbpf,
+    /// Build the eBPF object and the workspace with it embedded.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// A sandbox node with two pods in network namespaces, wired through
+    /// knet, until Ctrl-C.
+    Run(run::RunArgs),
+    /// Unit tests, then the namespace integration tests one at a time.
+    Test {
+        /// Only integration tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Throughput of knet against the kernel's own paths, side by side.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup => setup::ensure_ready().map(drop),
+        Command::BuildEbpf => build::ebpf(&setup::ensure_ready()?).map(drop),
+        Command::Build { release } => build::all(&setup::ensure_ready()?, release).map(drop),
+        Command::Run(args) => run::run(args),
+        Command::Test { filter } => test::run(filter.as_deref()),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Prints a step the way every xtask command reports progress.
+pub fn step(msg: impl std::fmt::Display) {
+    eprintln!("==> {msg}");
+}

@@ -1,0 +1,48 @@
+//! The Debian tools knet's workflows run, installed when missing.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::step;
+
+/// (command on PATH, Debian package that provides it)
+const TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("iperf3", "iperf3"),
+    ("nsenter", "util-linux"),
+    ("sysctl", "procps"),
+];
+
+fn on_path(cmd: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Installs the packages of every missing tool with apt-get (as root).
+pub fn ensure_tools() -> Result<()> {
+    let mut missing: Vec<&str> = TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !on_path("apt-get") {
+        bail!("missing tools from Debian packages {missing:?} and no apt-get to install them");
+    }
+    step(format!("installing Debian packages {}", missing.join(" ")));
+    let update = Command::new("apt-get").args(["update", "-qq"]).status().context("apt-get update")?;
+    if !update.success() {
+        bail!("apt-get update failed; install {} by hand", missing.join(" "));
+    }
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("apt-get install")?;
+    if !status.success() {
+        bail!("apt-get install {} failed", missing.join(" "));
+    }
+    Ok(())
+}

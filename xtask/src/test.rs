@@ -1,0 +1,50 @@
+//! `cargo xtask test`: unit tests, then the namespace integration tests one
+//! at a time (they share the kernel: namespaces, bpffs, tcx).
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{build, root, setup, step};
+
+pub fn require_root(what: &str) -> Result<()> {
+    let out = Command::new("id").arg("-u").output().context("cannot run id")?;
+    if String::from_utf8_lossy(&out.stdout).trim() != "0" {
+        bail!("{what} needs root (network namespaces, eBPF, bpffs)");
+    }
+    Ok(())
+}
+
+pub fn run(filter: Option<&str>) -> Result<()> {
+    require_root("cargo xtask test")?;
+    let tc = setup::ensure_ready()?;
+    let bin_dir = build::all(&tc, false)?;
+    let object = root().join("target/bpfel-unknown-none/release/knet");
+
+    step("unit tests");
+    cargo_test(&["--lib", "--bins"], &[], &object, &bin_dir)?;
+
+    step("namespace integration tests, one at a time");
+    let mut extra = vec!["--test-threads=1"];
+    if let Some(f) = filter {
+        extra.push(f);
+    }
+    cargo_test(&["--package", "knet-tests", "--test", "*"], &extra, &object, &bin_dir)
+}
+
+fn cargo_test(targets: &[&str], test_args: &[&str], object: &std::path::Path, bin_dir: &std::path::Path) -> Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .arg("test")
+        .args(targets)
+        .arg("--")
+        .args(test_args)
+        .env("KNET_EBPF_OBJECT", object)
+        .env("KNET_AGENT_BIN", bin_dir.join("knet-agent"))
+        .status()
+        .context("cannot run cargo test")?;
+    if !status.success() {
+        bail!("tests failed");
+    }
+    Ok(())
+}
