@@ -1,20 +1,13 @@
 //! `knet-agent`: the node daemon (`run`) and the operator's view of it.
 
-mod agent;
-mod api;
-mod config;
-mod dataplane;
-mod endpoints;
-mod host;
-mod mac;
-
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::{
-    api::{client::Client, StatEntry},
+use knet_agent::{
+    agent,
+    api::{self, client::Client, StatEntry},
     config::{Config, RawConfig, DEFAULT_API_SOCKET},
     endpoints::{AddEndpoint, Endpoint},
 };

@@ -1,3 +1,5 @@
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> { anyhow::bail!("not yet") }
+pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::bail!("not yet")
+}
 #[derive(clap::Args)]
 pub struct BenchArgs {}

@@ -1,0 +1,10 @@
+//! knet's node agent as a library: the daemon's parts, shared by the
+//! `knet-agent` binary and the `knet` CNI plugin (a client of `api` only).
+
+pub mod agent;
+pub mod api;
+pub mod config;
+pub mod dataplane;
+pub mod endpoints;
+pub mod host;
+pub mod mac;
