@@ -45,6 +45,23 @@ enum Command {
         #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
         api_socket: PathBuf,
     },
+    /// Write the CNI network configuration (knet.conflist: the `knet` plugin
+    /// with host-local IPAM over the pod CIDR, chained with `portmap`).
+    CniConfig {
+        /// This node's pod CIDR, e.g. 10.244.1.0/24.
+        #[arg(long)]
+        pod_cidr: String,
+        /// Where to write it (atomically), e.g. /etc/cni/net.d/10-knet.conflist;
+        /// stdout if not given.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// MTU of the pods' interfaces.
+        #[arg(long, default_value_t = 1500)]
+        mtu: u32,
+        /// The agent's API socket, as the plugin will reach it.
+        #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
+        api_socket: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -65,6 +82,15 @@ enum EndpointAction {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::CniConfig {
+        pod_cidr,
+        output,
+        mtu,
+        api_socket,
+    } = &cli.command
+    {
+        return cni_config(pod_cidr, output.as_deref(), *mtu, api_socket);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -78,6 +104,7 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Run { config, settings } => run(config, settings).await,
             Command::Endpoint { api_socket, action } => endpoint(&api_socket, action).await,
+            Command::CniConfig { .. } => unreachable!("handled above"),
             Command::Stats { api_socket } => {
                 let stats: Vec<StatEntry> = Client::new(&api_socket).get("/v1/stats").await?;
                 for s in stats {
@@ -104,6 +131,39 @@ async fn run(file: Option<PathBuf>, flags: RawConfig) -> Result<()> {
     api::serve(agent, &socket, shutdown_signal()).await?;
     tracing::info!("stopped; maps stay pinned for the next agent");
     Ok(())
+}
+
+fn cni_config(
+    pod_cidr: &str,
+    output: Option<&std::path::Path>,
+    mtu: u32,
+    api_socket: &std::path::Path,
+) -> Result<()> {
+    use knet_agent::cni::conflist::{self, ConflistOptions};
+    let cidr: ipnet::Ipv4Net = pod_cidr
+        .parse()
+        .with_context(|| format!("--pod-cidr {pod_cidr:?} is not an IPv4 CIDR"))?;
+    anyhow::ensure!(
+        cidr == cidr.trunc(),
+        "--pod-cidr {pod_cidr} has host bits set (did you mean {}?)",
+        cidr.trunc()
+    );
+    anyhow::ensure!(
+        (68..=65535).contains(&mtu),
+        "--mtu {mtu} is outside 68..=65535"
+    );
+    let value = conflist::conflist(&ConflistOptions {
+        pod_cidr: cidr,
+        mtu,
+        agent_socket: api_socket,
+    });
+    match output {
+        Some(path) => conflist::write(path, &value),
+        None => {
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,263 @@
+//! CHECK's comparison: what ADD left (from `prevResult` and the config)
+//! against what the pod's namespace, the node and the agent hold now. Pure;
+//! every difference becomes one line of the error message.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::{
+    spec::POD_GATEWAY,
+    wiring::{Link, PodState, RouteEntry},
+};
+use crate::endpoints::Endpoint;
+
+pub struct Expected {
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub mtu: u32,
+    pub host_veth: String,
+    pub owner_alias: String,
+    /// Destinations the pod routes through the gateway.
+    pub routes: Vec<Ipv4Net>,
+}
+
+pub struct Observed {
+    pub pod: PodState,
+    pub host: Option<Link>,
+    pub node_routes: Vec<RouteEntry>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+pub fn problems(e: &Expected, o: &Observed) -> Vec<String> {
+    let mut out = Vec::new();
+    let host_mac = o.host.as_ref().and_then(|h| h.mac);
+    let pod_mac = o.pod.link.as_ref().and_then(|l| l.mac);
+
+    match &o.pod.link {
+        None => out.push(format!(
+            "interface {} is missing from the pod's namespace",
+            e.ifname
+        )),
+        Some(pod) => {
+            if !pod.up {
+                out.push(format!("{} is down", e.ifname));
+            }
+            if pod.mtu != Some(e.mtu) {
+                out.push(format!(
+                    "{} has mtu {:?}, expected {}",
+                    e.ifname, pod.mtu, e.mtu
+                ));
+            }
+            let want = Ipv4Net::new(e.ip, 32).expect("/32");
+            if !o.pod.addresses.contains(&want) {
+                out.push(format!(
+                    "{} lacks address {want} (has {:?})",
+                    e.ifname,
+                    o.pod
+                        .addresses
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                ));
+            }
+            match o.pod.gateway_neighbour {
+                None => out.push(format!("no neighbour entry for the gateway {POD_GATEWAY}")),
+                Some((mac, permanent)) => {
+                    if host_mac.is_some() && mac != host_mac {
+                        out.push(format!(
+                            "the gateway's neighbour entry has MAC {}, the host veth has {}",
+                            mac.map(|m| m.to_string()).unwrap_or_default(),
+                            host_mac.map(|m| m.to_string()).unwrap_or_default()
+                        ));
+                    }
+                    if !permanent {
+                        out.push("the gateway's neighbour entry is not permanent".into());
+                    }
+                }
+            }
+            let gateway_route = RouteEntry {
+                dst: Ipv4Net::new(POD_GATEWAY, 32).expect("/32"),
+                gateway: None,
+                oif: Some(pod.index),
+            };
+            if !o.pod.routes.contains(&gateway_route) {
+                out.push(format!(
+                    "no route {POD_GATEWAY} dev {} scope link",
+                    e.ifname
+                ));
+            }
+            for dst in &e.routes {
+                let want = RouteEntry {
+                    dst: *dst,
+                    gateway: Some(POD_GATEWAY),
+                    oif: Some(pod.index),
+                };
+                if !o.pod.routes.contains(&want) {
+                    out.push(format!("no route {dst} via {POD_GATEWAY} dev {}", e.ifname));
+                }
+            }
+        }
+    }
+
+    match &o.host {
+        None => out.push(format!("host veth {} is missing", e.host_veth)),
+        Some(host) => {
+            if host.alias.as_deref() != Some(e.owner_alias.as_str()) {
+                out.push(format!(
+                    "host veth {} belongs to {:?}, not {:?}",
+                    e.host_veth, host.alias, e.owner_alias
+                ));
+            }
+            if !host.up {
+                out.push(format!("host veth {} is down", e.host_veth));
+            }
+            let want = RouteEntry {
+                dst: Ipv4Net::new(e.ip, 32).expect("/32"),
+                gateway: None,
+                oif: Some(host.index),
+            };
+            if !o.node_routes.contains(&want) {
+                out.push(format!(
+                    "the node has no route {}/32 dev {}",
+                    e.ip, e.host_veth
+                ));
+            }
+        }
+    }
+
+    match o.endpoints.iter().find(|ep| ep.ip == e.ip) {
+        None => out.push(format!("the agent has no endpoint {}", e.ip)),
+        Some(ep) => {
+            if ep.host_veth != e.host_veth {
+                out.push(format!(
+                    "the agent's endpoint {} is on {}, not {}",
+                    e.ip, ep.host_veth, e.host_veth
+                ));
+            }
+            if pod_mac.is_some() && Some(ep.pod_mac) != pod_mac {
+                out.push(format!(
+                    "the agent's endpoint {} has pod MAC {}, the interface has {}",
+                    e.ip,
+                    ep.pod_mac,
+                    pod_mac.map(|m| m.to_string()).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mac::MacAddr;
+
+    const HOST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const POD_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+
+    fn expected() -> Expected {
+        Expected {
+            ifname: "eth0".into(),
+            ip: Ipv4Addr::new(10, 244, 0, 5),
+            mtu: 1500,
+            host_veth: "knetabc".into(),
+            owner_alias: "knet c1 eth0".into(),
+            routes: vec![Ipv4Net::default()],
+        }
+    }
+
+    fn healthy() -> Observed {
+        Observed {
+            pod: PodState {
+                link: Some(Link {
+                    index: 2,
+                    name: "eth0".into(),
+                    mac: Some(POD_MAC),
+                    mtu: Some(1500),
+                    alias: None,
+                    up: true,
+                }),
+                addresses: vec!["10.244.0.5/32".parse().unwrap()],
+                gateway_neighbour: Some((Some(HOST_MAC), true)),
+                routes: vec![
+                    RouteEntry {
+                        dst: "169.254.1.1/32".parse().unwrap(),
+                        gateway: None,
+                        oif: Some(2),
+                    },
+                    RouteEntry {
+                        dst: "0.0.0.0/0".parse().unwrap(),
+                        gateway: Some(POD_GATEWAY),
+                        oif: Some(2),
+                    },
+                ],
+            },
+            host: Some(Link {
+                index: 9,
+                name: "knetabc".into(),
+                mac: Some(HOST_MAC),
+                mtu: Some(1500),
+                alias: Some("knet c1 eth0".into()),
+                up: true,
+            }),
+            node_routes: vec![RouteEntry {
+                dst: "10.244.0.5/32".parse().unwrap(),
+                gateway: None,
+                oif: Some(9),
+            }],
+            endpoints: vec![Endpoint {
+                ip: Ipv4Addr::new(10, 244, 0, 5),
+                host_veth: "knetabc".into(),
+                host_ifindex: 9,
+                pod_mac: POD_MAC,
+                host_mac: HOST_MAC,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_healthy_pod_has_no_problems() {
+        assert_eq!(problems(&expected(), &healthy()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_breakage_is_named() {
+        type Breakage = fn(&mut Observed);
+        let cases: &[(Breakage, &str)] = &[
+            (|o| o.pod.link = None, "missing from the pod"),
+            (|o| o.pod.link.as_mut().unwrap().up = false, "eth0 is down"),
+            (|o| o.pod.link.as_mut().unwrap().mtu = Some(9000), "mtu"),
+            (|o| o.pod.addresses.clear(), "lacks address 10.244.0.5/32"),
+            (|o| o.pod.gateway_neighbour = None, "no neighbour entry"),
+            (
+                |o| o.pod.gateway_neighbour = Some((Some(POD_MAC), true)),
+                "neighbour entry has MAC",
+            ),
+            (
+                |o| o.pod.gateway_neighbour = Some((Some(HOST_MAC), false)),
+                "not permanent",
+            ),
+            (|o| drop(o.pod.routes.remove(1)), "no route 0.0.0.0/0"),
+            (
+                |o| drop(o.pod.routes.remove(0)),
+                "no route 169.254.1.1 dev eth0",
+            ),
+            (|o| o.host = None, "host veth knetabc is missing"),
+            (|o| o.host.as_mut().unwrap().alias = None, "belongs to"),
+            (|o| o.node_routes.clear(), "no route 10.244.0.5/32"),
+            (|o| o.endpoints.clear(), "no endpoint 10.244.0.5"),
+            (|o| o.endpoints[0].host_veth = "other".into(), "is on other"),
+            (|o| o.endpoints[0].pod_mac = HOST_MAC, "pod MAC"),
+        ];
+        for (break_it, needle) in cases {
+            let mut o = healthy();
+            break_it(&mut o);
+            let p = problems(&expected(), &o);
+            assert!(
+                p.iter().any(|line| line.contains(needle)),
+                "{needle:?} not in {p:?}"
+            );
+        }
+    }
+}
