@@ -238,9 +238,11 @@ mod tests {
                 |o| o.pod.gateway_neighbour = Some((Some(HOST_MAC), false)),
                 "not permanent",
             ),
-            (|o| drop(o.pod.routes.remove(1)), "no route 0.0.0.0/0"),
+            (|o| o.pod.routes.truncate(1), "no route 0.0.0.0/0"),
             (
-                |o| drop(o.pod.routes.remove(0)),
+                |o| {
+                    o.pod.routes.remove(0);
+                },
                 "no route 169.254.1.1 dev eth0",
             ),
             (|o| o.host = None, "host veth knetabc is missing"),
