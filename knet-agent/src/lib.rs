@@ -9,6 +9,3 @@ pub mod dataplane;
 pub mod endpoints;
 pub mod host;
 pub mod mac;
-pub mod masquerade;
-pub mod nodes;
-pub mod reconcile;
