@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::step;
 
-/// (command on PATH, Debian package that provides it)
+/// (command on PATH or absolute path, Debian package that provides it)
 const TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ss", "iproute2"),
@@ -14,9 +14,17 @@ const TOOLS: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
     ("nsenter", "util-linux"),
     ("sysctl", "procps"),
+    // The reference CNI plugins (host-local, portmap) the CNI tests chain
+    // knet with; portmap drives iptables.
+    ("/usr/lib/cni/host-local", "containernetworking-plugins"),
+    ("/usr/lib/cni/portmap", "containernetworking-plugins"),
+    ("iptables", "iptables"),
 ];
 
 fn on_path(cmd: &str) -> bool {
+    if cmd.starts_with('/') {
+        return std::path::Path::new(cmd).exists();
+    }
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
         .output()
