@@ -8,6 +8,7 @@ use anyhow::Result;
 use knet_common::{Counter, Stat};
 
 use crate::{
+    cluster::{Cluster, ClusterView},
     config::Config,
     dataplane::Dataplane,
     endpoints::{self, AddEndpoint, Endpoint, EndpointError, Endpoints},
@@ -30,6 +31,8 @@ pub struct Agent {
     dataplane: Dataplane,
     endpoints: Endpoints,
     netlink: Netlink,
+    /// Present when the agent has a node source.
+    cluster: Option<Cluster>,
 }
 
 impl Agent {
@@ -38,11 +41,17 @@ impl Agent {
     pub async fn start(config: Config) -> Result<Self> {
         let dataplane = Dataplane::load(&config.bpf_pin_dir)?;
         let netlink = Netlink::connect()?;
+        let mut dataplane = dataplane;
+        let cluster = match &config.nodes_file {
+            Some(file) => Some(Cluster::start(&config, file.clone(), &mut dataplane, &netlink).await?),
+            None => None,
+        };
         let mut agent = Agent {
             config,
             dataplane,
             endpoints: Endpoints::default(),
             netlink,
+            cluster,
         };
         agent.adopt_pinned_endpoints().await?;
         Ok(agent)
@@ -117,6 +126,18 @@ impl Agent {
 
     pub fn endpoints(&self) -> Vec<Endpoint> {
         self.endpoints.list()
+    }
+
+    /// A new version of the node file (see `Cluster::update`).
+    pub async fn node_file_changed(&mut self, text: &str) -> Result<()> {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return Ok(());
+        };
+        cluster.update(text, &mut self.dataplane, &self.netlink).await
+    }
+
+    pub fn cluster_view(&self) -> Option<ClusterView> {
+        self.cluster.as_ref().map(Cluster::view)
     }
 
     pub fn stats(&self) -> Result<Vec<(Stat, Counter)>> {

@@ -30,6 +30,16 @@ pub struct RawConfig {
     /// bpffs directory where maps are pinned [default: /sys/fs/bpf/knet].
     #[arg(long, env = "KNET_BPF_PIN_DIR")]
     pub bpf_pin_dir: Option<PathBuf>,
+    /// Static node file (`name underlay-ip pod-cidr` per line), watched for
+    /// changes. Without one the agent serves only its own node's pods.
+    #[arg(long, env = "KNET_NODES_FILE")]
+    pub nodes_file: Option<PathBuf>,
+    /// How traffic crosses to other nodes: vxlan or native [default: vxlan].
+    #[arg(long, env = "KNET_MODE")]
+    pub mode: Option<String>,
+    /// VXLAN network identifier [default: 1].
+    #[arg(long, env = "KNET_VNI")]
+    pub vni: Option<u32>,
 }
 
 impl RawConfig {
@@ -46,6 +56,9 @@ impl RawConfig {
             pod_cidr: over.pod_cidr.or(self.pod_cidr),
             api_socket: over.api_socket.or(self.api_socket),
             bpf_pin_dir: over.bpf_pin_dir.or(self.bpf_pin_dir),
+            nodes_file: over.nodes_file.or(self.nodes_file),
+            mode: over.mode.or(self.mode),
+            vni: over.vni.or(self.vni),
         }
     }
 }
@@ -57,6 +70,27 @@ pub struct Config {
     pub pod_cidr: Ipv4Net,
     pub api_socket: PathBuf,
     pub bpf_pin_dir: PathBuf,
+    pub nodes_file: Option<PathBuf>,
+    pub mode: Mode,
+    pub vni: u32,
+}
+
+/// How traffic crosses to other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Vxlan,
+    Native,
+}
+
+impl Mode {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "vxlan" => Ok(Mode::Vxlan),
+            "native" => Ok(Mode::Native),
+            other => bail!("mode {other:?} is not one of vxlan, native"),
+        }
+    }
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -87,17 +121,25 @@ impl TryFrom<RawConfig> for Config {
                 bpf_pin_dir.display()
             );
         }
+        let mode = Mode::parse(raw.mode.as_deref().unwrap_or("vxlan"))?;
+        let vni = raw.vni.unwrap_or(1);
+        if vni == 0 || vni >= 1 << 24 {
+            bail!("vni {vni} is not a VXLAN network identifier (1 to 16777215)");
+        }
         Ok(Config {
             node_name,
             pod_cidr,
             api_socket,
             bpf_pin_dir,
+            nodes_file: raw.nodes_file,
+            mode,
+            vni,
         })
     }
 }
 
 /// A node name must be a DNS subdomain, as Kubernetes requires.
-fn validate_node_name(name: &str) -> Result<()> {
+pub fn validate_node_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -195,6 +237,19 @@ mod tests {
         let mut r = raw("n", "10.0.0.0/24");
         r.api_socket = Some("rel.sock".into());
         assert!(Config::try_from(r).is_err());
+    }
+
+    #[test]
+    fn mode_and_vni() {
+        let mut r = raw("n", "10.0.0.0/24");
+        assert_eq!(Config::try_from(r.clone()).unwrap().mode, Mode::Vxlan);
+        r.mode = Some("native".into());
+        assert_eq!(Config::try_from(r.clone()).unwrap().mode, Mode::Native);
+        r.mode = Some("geneve".into());
+        assert!(Config::try_from(r.clone()).unwrap_err().to_string().contains("geneve"));
+        r.mode = None;
+        r.vni = Some(1 << 24);
+        assert!(Config::try_from(r).unwrap_err().to_string().contains("vni"));
     }
 
     #[test]

@@ -5,12 +5,14 @@ use std::{collections::HashMap, net::Ipv4Addr, path::Path};
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+    maps::{lpm_trie::{Key, LpmTrie}, Array, HashMap as BpfHashMap, MapData, PerCpuArray},
     programs::{tc, SchedClassifier, TcAttachType},
     util::KernelVersion,
     Ebpf, EbpfLoader,
 };
-use knet_common::{ipv4_key, map_names, program_names, Counter, Endpoint as MapEndpoint, Stat};
+use ipnet::Ipv4Net;
+use knet_common::{
+    node::{DataplaneConfig, NodeInfo, NodeSubnet, SUBNET_LOCAL},ipv4_key, map_names, program_names, Counter, Endpoint as MapEndpoint, Stat};
 use nix::{
     mount::{mount, MsFlags},
     sys::statfs::{statfs, BPF_FS_MAGIC},
@@ -39,11 +41,13 @@ impl Dataplane {
             .default_map_pin_directory(pin_dir)
             .load(OBJECT)
             .context("loading the eBPF object failed")?;
-        let from_pod: &mut SchedClassifier = ebpf
-            .program_mut(program_names::FROM_POD)
-            .context("the eBPF object has no from_pod program")?
-            .try_into()?;
-        from_pod.load().context("the verifier rejected from_pod")?;
+        for name in [program_names::FROM_POD, program_names::FROM_NETDEV, program_names::TO_NETDEV] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .with_context(|| format!("the eBPF object has no {name} program"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("the verifier rejected {name}"))?;
+        }
         Ok(Dataplane {
             ebpf,
             from_pod_links: HashMap::new(),
@@ -89,6 +93,84 @@ impl Dataplane {
             .iter()
             .map(|p| Ok(p.name_as_str().unwrap_or("").to_string()))
             .collect()
+    }
+
+    /// Attaches `from_netdev` (ingress) and, if `with_egress`, `to_netdev`
+    /// (egress) to the underlay device. The links live as long as the agent.
+    pub fn attach_underlay(&mut self, ifname: &str, with_egress: bool) -> Result<()> {
+        if KernelVersion::current().map(|v| v < KernelVersion::new(6, 6, 0)).unwrap_or(true) {
+            let _ = tc::qdisc_add_clsact(ifname);
+        }
+        let mut attach = |name: &str, at: TcAttachType| -> Result<()> {
+            let prog: &mut SchedClassifier = self.ebpf.program_mut(name).context("program missing")?.try_into()?;
+            prog.attach(ifname, at).with_context(|| format!("cannot attach {name} to {ifname}"))?;
+            Ok(())
+        };
+        attach(program_names::FROM_NETDEV, TcAttachType::Ingress)?;
+        if with_egress {
+            attach(program_names::TO_NETDEV, TcAttachType::Egress)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_config(&mut self, config: DataplaneConfig) -> Result<()> {
+        let map = self.ebpf.map_mut(map_names::CONFIG).context("CONFIG map missing")?;
+        let mut array: Array<&mut MapData, DataplaneConfig> = Array::try_from(map)?;
+        array.set(0, config, 0).context("cannot write CONFIG")
+    }
+
+    fn subnets_map(&mut self) -> Result<LpmTrie<&mut MapData, u32, NodeSubnet>> {
+        let map = self.ebpf.map_mut(map_names::NODE_SUBNETS).context("NODE_SUBNETS map missing")?;
+        Ok(LpmTrie::try_from(map)?)
+    }
+
+    fn nodes_map(&mut self) -> Result<BpfHashMap<&mut MapData, u32, NodeInfo>> {
+        let map = self.ebpf.map_mut(map_names::NODES).context("NODES map missing")?;
+        Ok(BpfHashMap::try_from(map)?)
+    }
+
+    /// Writes a node: its subnet into `NODE_SUBNETS` and, for another node,
+    /// its address into `NODES` (a tunnel source we accept).
+    pub fn set_node(&mut self, subnet: Ipv4Net, node_ip: Ipv4Addr, local: bool) -> Result<()> {
+        let value = NodeSubnet { node_ip: ipv4_key(node_ip.octets()), flags: if local { SUBNET_LOCAL } else { 0 } };
+        let key = Key::new(u32::from(subnet.prefix_len()), ipv4_key(subnet.network().octets()));
+        self.subnets_map()?.insert(&key, value, 0).with_context(|| format!("cannot write NODE_SUBNETS[{subnet}]"))?;
+        if !local {
+            self.nodes_map()?
+                .insert(ipv4_key(node_ip.octets()), NodeInfo { flags: 0 }, 0)
+                .with_context(|| format!("cannot write NODES[{node_ip}]"))?;
+        }
+        Ok(())
+    }
+
+    pub fn remove_node(&mut self, subnet: Ipv4Net, node_ip: Ipv4Addr) -> Result<()> {
+        let key = Key::new(u32::from(subnet.prefix_len()), ipv4_key(subnet.network().octets()));
+        match self.subnets_map()?.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove NODE_SUBNETS[{subnet}]")),
+        }
+        match self.nodes_map()?.remove(&ipv4_key(node_ip.octets())) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove NODES[{node_ip}]")),
+        }
+    }
+
+    /// Every entry of `NODE_SUBNETS`: (subnet, node address, local).
+    pub fn map_subnets(&mut self) -> Result<Vec<(Ipv4Net, Ipv4Addr, bool)>> {
+        let map = self.subnets_map()?;
+        let mut out = Vec::new();
+        for entry in map.iter() {
+            let (key, value) = entry.context("cannot read NODE_SUBNETS")?;
+            let net = Ipv4Net::new(Ipv4Addr::from(key.data().to_ne_bytes()), key.prefix_len() as u8)?;
+            out.push((net, Ipv4Addr::from(value.node_ip.to_ne_bytes()), value.flags & SUBNET_LOCAL != 0));
+        }
+        Ok(out)
+    }
+
+    /// Every key of `NODES`.
+    pub fn map_nodes(&mut self) -> Result<Vec<Ipv4Addr>> {
+        let map = self.nodes_map()?;
+        map.keys().map(|k| Ok(Ipv4Addr::from(k.context("cannot read NODES")?.to_ne_bytes()))).collect()
     }
 
     fn from_pod_program(&mut self) -> Result<&mut SchedClassifier> {

@@ -1,13 +1,25 @@
-//! Netlink views of this node's network: the links the agent attaches to.
+//! Netlink views and changes of this node's network: the links the agent
+//! attaches to, the underlay, and the routes to other nodes' pod subnets.
 
-use anyhow::{Context, Result};
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{bail, Context, Result};
 use futures::TryStreamExt;
+use ipnet::Ipv4Net;
 use rtnetlink::{
-    packet_route::link::{LinkAttribute, LinkMessage},
-    Handle,
+    packet_route::{
+        address::AddressAttribute,
+        link::{LinkAttribute, LinkMessage},
+        route::{RouteAddress, RouteAttribute, RouteMetric, RouteProtocol},
+    },
+    Handle, RouteMessageBuilder,
 };
 
 use crate::mac::MacAddr;
+
+/// Routes the agent installs carry this protocol number, so it can tell
+/// them from everybody else's (`ip route show proto 75`).
+pub const ROUTE_PROTOCOL: u8 = 75;
 
 /// A network interface as the data path needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +27,14 @@ pub struct Link {
     pub name: String,
     pub index: u32,
     pub mac: MacAddr,
+    pub mtu: u32,
+}
+
+/// Where the kernel sends packets for an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTo {
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
 }
 
 #[derive(Clone)]
@@ -67,6 +87,98 @@ impl Netlink {
             Err(e) => Err(e).with_context(|| format!("netlink lookup of link {index} failed")),
         }
     }
+
+    /// The link carrying the IPv4 address `ip`, if any.
+    pub async fn link_with_address(&self, ip: Ipv4Addr) -> Result<Option<Link>> {
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.context("netlink address dump failed")? {
+            let has = msg.attributes.iter().any(|a| {
+                matches!(a, AddressAttribute::Local(IpAddr::V4(v)) | AddressAttribute::Address(IpAddr::V4(v)) if *v == ip)
+            });
+            if has {
+                return self.link_by_index(msg.header.index).await;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The kernel's route lookup for `dst` (`ip route get`).
+    pub async fn route_to(&self, dst: Ipv4Addr) -> Result<RouteTo> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, 32).build();
+        let found = self.handle.route().get(msg).execute().try_next().await;
+        let msg = match found {
+            Ok(Some(m)) => m,
+            Ok(None) => bail!("no route to {dst}"),
+            Err(e) => return Err(e).with_context(|| format!("no route to {dst}")),
+        };
+        let mut to = RouteTo { gateway: None, oif: None };
+        for attr in msg.attributes {
+            match attr {
+                RouteAttribute::Gateway(RouteAddress::Inet(gw)) => to.gateway = Some(gw),
+                RouteAttribute::Oif(i) => to.oif = Some(i),
+                _ => {}
+            }
+        }
+        Ok(to)
+    }
+
+    /// Adds or replaces the route to `dst` via `gateway` on link `oif`.
+    pub async fn replace_route(&self, dst: Ipv4Net, gateway: Ipv4Addr, oif: u32, mtu: Option<u32>) -> Result<()> {
+        let mut msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst.network(), dst.prefix_len())
+            .gateway(gateway)
+            .output_interface(oif)
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .build();
+        if let Some(mtu) = mtu {
+            msg.attributes.push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+        }
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("cannot install route {dst} via {gateway}"))
+    }
+
+    /// Removes the route to `dst` that the agent installed; gone already is fine.
+    pub async fn delete_route(&self, dst: Ipv4Net) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst.network(), dst.prefix_len())
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .build();
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -(nix::errno::Errno::ESRCH as i32) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot remove route {dst}")),
+        }
+    }
+
+    /// Destinations of the routes carrying the agent's protocol number.
+    pub async fn agent_routes(&self) -> Result<Vec<Ipv4Net>> {
+        let mut out = Vec::new();
+        let mut routes = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+        while let Some(msg) = routes.try_next().await.context("netlink route dump failed")? {
+            if msg.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
+                continue;
+            }
+            let dst = msg.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(*d),
+                _ => None,
+            });
+            if let Some(d) = dst {
+                out.push(Ipv4Net::new(d, msg.header.destination_prefix_length)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Turns on IPv4 forwarding in the agent's network namespace: pods reach
+/// the outside (and, on the slow paths, other nodes) through the node.
+pub fn enable_ip_forwarding() -> Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("cannot enable net.ipv4.ip_forward")
 }
 
 const fn libc_enodev() -> i32 {
@@ -76,9 +188,11 @@ const fn libc_enodev() -> i32 {
 fn link_from(msg: LinkMessage) -> Option<Link> {
     let mut name = None;
     let mut mac = None;
+    let mut mtu = 1500;
     for attr in msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n),
+            LinkAttribute::Mtu(m) => mtu = m,
             LinkAttribute::Address(bytes) => {
                 mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr)
             }
@@ -89,5 +203,6 @@ fn link_from(msg: LinkMessage) -> Option<Link> {
         name: name?,
         index: msg.header.index,
         mac: mac?,
+        mtu,
     })
 }

@@ -3,9 +3,14 @@
 
 pub mod agent;
 pub mod api;
+pub mod cluster;
 pub mod cni;
 pub mod config;
 pub mod dataplane;
 pub mod endpoints;
 pub mod host;
 pub mod mac;
+pub mod masquerade;
+pub mod nodes;
+pub mod reconcile;
+pub mod sources;

@@ -127,8 +127,14 @@ async fn run(file: Option<PathBuf>, flags: RawConfig) -> Result<()> {
     let config = Config::try_from(raw).context("invalid configuration")?;
     tracing::info!(node = %config.node_name, pod_cidr = %config.pod_cidr, pins = %config.bpf_pin_dir.display(), "starting");
     let socket = config.api_socket.clone();
-    let agent = agent::Agent::start(config).await?;
-    api::serve(agent, &socket, shutdown_signal()).await?;
+    let nodes_file = config.nodes_file.clone();
+    let agent = std::sync::Arc::new(tokio::sync::Mutex::new(agent::Agent::start(config).await?));
+    let watcher = nodes_file.map(|file| tokio::spawn(knet_agent::sources::file::watch(file, agent.clone())));
+    let served = api::serve(agent, &socket, shutdown_signal()).await;
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    served?;
     tracing::info!("stopped; maps stay pinned for the next agent");
     Ok(())
 }

@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod endpoint;
+pub mod node;
 pub mod stats;
 
 pub use endpoint::{ipv4_key, Endpoint};
@@ -16,9 +17,14 @@ pub use stats::{Counter, Stat, STAT_SLOTS};
 pub mod map_names {
     pub const ENDPOINTS: &str = "ENDPOINTS";
     pub const STATS: &str = "STATS";
+    pub const NODE_SUBNETS: &str = "NODE_SUBNETS";
+    pub const NODES: &str = "NODES";
+    pub const CONFIG: &str = "CONFIG";
 }
 
 /// Names of the programs in the eBPF object.
 pub mod program_names {
     pub const FROM_POD: &str = "from_pod";
+    pub const FROM_NETDEV: &str = "from_netdev";
+    pub const TO_NETDEV: &str = "to_netdev";
 }

@@ -33,19 +33,45 @@ pub enum Stat {
     /// Claims to be IPv4 but the header cannot be read: handed to the host
     /// stack, which drops and counts it by its own rules.
     PassUnparsed = 3,
+    /// Encapsulated in VXLAN toward the node owning the destination.
+    RedirectTunnel = 4,
+    /// Sent unencapsulated to the owning node (`bpf_redirect_neigh`).
+    RedirectNative = 5,
+    /// Arrived from another node (decapsulated if it was VXLAN) and
+    /// delivered to a local pod.
+    DeliverFromNode = 6,
+    /// Host-originated traffic to a remote pod, encapsulated on the way out.
+    EncapFromHost = 7,
     /// Dropped: the source address is not the address of the pod behind
     /// this veth.
     DropSpoofedSource = 16,
+    /// Dropped: a VXLAN packet whose outer source is not a known node.
+    DropUnknownTunnelSource = 17,
+    /// Dropped: a VXLAN packet for a pod address that is not on this node.
+    DropTunnelNoEndpoint = 18,
+    /// Dropped: a non-GSO packet that would not fit the underlay once
+    /// encapsulated (the pod's route MTU is wrong).
+    DropTooBigForTunnel = 19,
+    /// Dropped: the kernel refused to grow or shrink the packet.
+    DropAdjustRoomFailed = 20,
 }
 
 impl Stat {
     /// Every code, in slot order.
-    pub const ALL: [Stat; 5] = [
+    pub const ALL: [Stat; 13] = [
         Stat::RedirectLocal,
         Stat::PassToStack,
         Stat::PassNotIpv4,
         Stat::PassUnparsed,
+        Stat::RedirectTunnel,
+        Stat::RedirectNative,
+        Stat::DeliverFromNode,
+        Stat::EncapFromHost,
         Stat::DropSpoofedSource,
+        Stat::DropUnknownTunnelSource,
+        Stat::DropTunnelNoEndpoint,
+        Stat::DropTooBigForTunnel,
+        Stat::DropAdjustRoomFailed,
     ];
 
     /// Stable name for operators, metrics and JSON.
@@ -55,7 +81,15 @@ impl Stat {
             Stat::PassToStack => "pass_to_stack",
             Stat::PassNotIpv4 => "pass_not_ipv4",
             Stat::PassUnparsed => "pass_unparsed",
+            Stat::RedirectTunnel => "redirect_tunnel",
+            Stat::RedirectNative => "redirect_native",
+            Stat::DeliverFromNode => "deliver_from_node",
+            Stat::EncapFromHost => "encap_from_host",
             Stat::DropSpoofedSource => "drop_spoofed_source",
+            Stat::DropUnknownTunnelSource => "drop_unknown_tunnel_source",
+            Stat::DropTunnelNoEndpoint => "drop_tunnel_no_endpoint",
+            Stat::DropTooBigForTunnel => "drop_too_big_for_tunnel",
+            Stat::DropAdjustRoomFailed => "drop_adjust_room_failed",
         }
     }
 

@@ -7,13 +7,14 @@ use knet_common::{Endpoint, Stat};
 
 use crate::{parse, verdict};
 
+/// Delivers to `endpoint`, counted under `stat`.
 #[inline(always)]
-pub(crate) fn to_local_pod(ctx: &TcContext, endpoint: &Endpoint) -> i32 {
+pub(crate) fn to_local_pod(ctx: &TcContext, endpoint: &Endpoint, stat: Stat) -> i32 {
     if parse::set_macs(ctx, &endpoint.pod_mac, &endpoint.host_mac).is_err() {
-        // The caller parsed an Ethernet header already; this cannot be hit,
+        // Callers parsed an Ethernet header already; this cannot be hit,
         // but if it were, the stack is the safe place for the packet.
         return verdict::pass(ctx, Stat::PassUnparsed);
     }
-    parse::count(ctx, Stat::RedirectLocal);
+    parse::count(ctx, stat);
     parse::redirect_peer(endpoint.host_ifindex)
 }

@@ -2,10 +2,10 @@
 //! pod sends.
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
-use knet_common::Stat;
+use knet_common::{node::SUBNET_LOCAL, Stat};
 
 use crate::{
-    deliver,
+    deliver, encap,
     parse::{self, L3},
     verdict,
 };
@@ -25,8 +25,13 @@ pub fn from_pod(ctx: TcContext) -> i32 {
         _ => return verdict::drop_with(&ctx, Stat::DropSpoofedSource),
     }
 
-    match parse::endpoint(dst) {
-        Some(receiver) => deliver::to_local_pod(&ctx, &receiver),
-        None => verdict::pass(&ctx, Stat::PassToStack),
+    if let Some(receiver) = parse::endpoint(dst) {
+        return deliver::to_local_pod(&ctx, &receiver, Stat::RedirectLocal);
     }
+    if let (Some(subnet), Some(cfg)) = (parse::node_subnet(dst), parse::config()) {
+        if subnet.flags & SUBNET_LOCAL == 0 {
+            return encap::to_remote_node(&ctx, &cfg, &subnet);
+        }
+    }
+    verdict::pass(&ctx, Stat::PassToStack)
 }

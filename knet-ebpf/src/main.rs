@@ -4,9 +4,12 @@
 #![no_main]
 
 mod deliver;
+mod encap;
+mod from_netdev;
 mod from_pod;
 mod maps;
 mod parse;
+mod to_netdev;
 mod verdict;
 
 #[cfg(not(test))]

@@ -50,6 +50,12 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent for `node` and waits (bounded) until its API answers.
     pub fn start(node: &Netns, opts: &AgentOptions) -> Result<Self> {
+        Self::start_with(node, opts, "")
+    }
+
+    /// Like `start`, with extra lines for the agent's TOML config
+    /// (`nodes_file`, `mode`, ...).
+    pub fn start_with(node: &Netns, opts: &AgentOptions, extra_config: &str) -> Result<Self> {
         agent_binary()?;
         let name = unique_name("agent");
         let dir = std::env::temp_dir().join(&name);
@@ -61,11 +67,12 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "node_name = {:?}\npod_cidr = {:?}\napi_socket = {:?}\nbpf_pin_dir = {:?}\n",
+                "node_name = {:?}\npod_cidr = {:?}\napi_socket = {:?}\nbpf_pin_dir = {:?}\n{}",
                 opts.node_name,
                 opts.pod_cidr,
                 socket.display().to_string(),
                 pin_dir,
+                extra_config,
             ),
         )?;
         let mut agent = Agent {

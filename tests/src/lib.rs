@@ -6,6 +6,8 @@
 //! and a counter, so no other run uses them. Every wait has a bound.
 
 pub mod agent;
+pub mod capture;
+pub mod cluster;
 pub mod cni;
 pub mod cmd;
 pub mod netns;

@@ -15,20 +15,38 @@ pub const POD_GATEWAY: &str = "169.254.1.1";
 
 pub struct Node {
     pub ns: Netns,
-    /// The node's own address (on its loopback).
+    /// The node's own address (on its loopback, or on `eth0` toward the
+    /// underlay).
     pub address: Ipv4Addr,
     next_veth: Cell<u32>,
+    /// The node's pod subnet, which pods reach at the device MTU, and the
+    /// MTU of their default route (what the agent reports).
+    pod_routes: Option<(String, u32)>,
 }
 
 impl Node {
+    /// A node alone: its address on its loopback.
     pub fn new(role: &str, address: Ipv4Addr) -> Result<Self> {
         let ns = Netns::new(role)?;
         ns.ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"])?;
-        Ok(Node {
-            ns,
-            address,
-            next_veth: Cell::new(0),
-        })
+        Ok(Node { ns, address, next_veth: Cell::new(0), pod_routes: None })
+    }
+
+    /// A node on an underlay: `eth0` with `address/24`, its peer `port` in
+    /// `fabric` on the bridge `br0`.
+    pub fn on_fabric(role: &str, address: Ipv4Addr, fabric: &Netns, port: &str) -> Result<Self> {
+        let ns = Netns::new(role)?;
+        fabric.ip(&["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name()])?;
+        fabric.ip(&["link", "set", port, "master", "br0", "up"])?;
+        ns.ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        Ok(Node { ns, address, next_veth: Cell::new(0), pod_routes: None })
+    }
+
+    /// From now on pods reach `pod_cidr` at the device MTU and everything
+    /// else with `route_mtu` (as the CNI plugin wires them).
+    pub fn set_pod_routes(&mut self, pod_cidr: &str, route_mtu: u32) {
+        self.pod_routes = Some((pod_cidr.to_string(), route_mtu));
     }
 
     /// A pod with address `ip`, wired to this node. The agent is not told.
@@ -37,53 +55,24 @@ impl Node {
         self.next_veth.set(n + 1);
         let host_veth = format!("kv{n}");
         let ns = Netns::new(role)?;
-        self.ns.ip(&[
-            "link",
-            "add",
-            &host_veth,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?;
+        self.ns.ip(&["link", "add", &host_veth, "type", "veth", "peer", "name", "eth0", "netns", ns.name()])?;
         self.ns.ip(&["link", "set", &host_veth, "up"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
         let gateway_mac = link_mac(&self.ns, &host_veth)?;
-        ns.ip(&[
-            "neigh",
-            "add",
-            POD_GATEWAY,
-            "lladdr",
-            &gateway_mac,
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ])?;
+        ns.ip(&["neigh", "add", POD_GATEWAY, "lladdr", &gateway_mac, "dev", "eth0", "nud", "permanent"])?;
         ns.ip(&["route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link"])?;
-        ns.ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            POD_GATEWAY,
-            "dev",
-            "eth0",
-            "onlink",
-        ])?;
-        self.ns
-            .ip(&["route", "add", &format!("{ip}/32"), "dev", &host_veth])?;
+        let via = ["via", POD_GATEWAY, "dev", "eth0", "onlink"];
+        match &self.pod_routes {
+            None => ns.ip(&[&["route", "add", "default"][..], &via].concat())?,
+            Some((cidr, mtu)) => {
+                ns.ip(&[&["route", "add", cidr.as_str()][..], &via].concat())?;
+                ns.ip(&[&["route", "add", "default"][..], &via, &["mtu", &mtu.to_string()]].concat())?
+            }
+        };
+        self.ns.ip(&["route", "add", &format!("{ip}/32"), "dev", &host_veth])?;
         let mac = link_mac(&ns, "eth0")?;
-        Ok(Pod {
-            ns,
-            ip,
-            mac,
-            host_veth,
-        })
+        Ok(Pod { ns, ip, mac, host_veth })
     }
 }
 

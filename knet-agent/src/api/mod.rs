@@ -10,6 +10,7 @@
 //! | `GET /v1/datapath`         | what the kernel map holds right now    |
 //! | `GET /v1/datapath/links/IF` | programs on the tcx ingress of IF     |
 //! | `GET /v1/stats`            | `STATS` summed over CPUs               |
+//! | `GET /v1/nodes`            | the cluster's nodes, mode, route MTU   |
 //! | `GET /healthz`             | liveness                               |
 //!
 //! Errors are `{"error": "..."}` with 400 (malformed or invalid), 404
@@ -18,7 +19,7 @@
 pub mod client;
 mod server;
 
-pub use server::serve;
+pub use server::{serve, Shared};
 
 use serde::{Deserialize, Serialize};
 

@@ -19,7 +19,7 @@ use crate::{
     endpoints::{AddEndpoint, EndpointError},
 };
 
-type Shared = Arc<Mutex<Agent>>;
+pub type Shared = Arc<Mutex<Agent>>;
 
 struct ApiError(StatusCode, String);
 
@@ -59,6 +59,7 @@ fn router(agent: Shared) -> Router {
         .route("/v1/datapath", get(datapath))
         .route("/v1/datapath/links/{ifname}", get(link_programs))
         .route("/v1/stats", get(stats))
+        .route("/v1/nodes", get(nodes))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path".into()) })
         .with_state(agent)
 }
@@ -106,6 +107,11 @@ async fn link_programs(UrlPath(ifname): UrlPath<String>) -> Result<impl IntoResp
     Ok(Json(LinkPrograms { tcx_ingress }))
 }
 
+async fn nodes(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let view = agent.lock().await.cluster_view();
+    view.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "this agent has no node source".into()))
+}
+
 async fn stats(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let stats = agent.lock().await.stats()?;
     let body: Vec<StatEntry> = stats
@@ -122,13 +128,13 @@ async fn stats(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiErro
 
 /// Binds the socket (mode 0600) and serves until `shutdown` resolves.
 pub async fn serve(
-    agent: Agent,
+    agent: Shared,
     socket: &Path,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let listener = bind(socket).await?;
     tracing::info!(socket = %socket.display(), "API listening");
-    let result = axum::serve(listener, router(Arc::new(Mutex::new(agent))))
+    let result = axum::serve(listener, router(agent))
         .with_graceful_shutdown(shutdown)
         .await
         .context("API server failed");

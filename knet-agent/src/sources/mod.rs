@@ -1,0 +1,3 @@
+//! Node sources: each turns its world into the full desired set of nodes.
+
+pub mod file;
