@@ -621,3 +621,100 @@ fn two_hundred_add_del_cycles_leave_nothing_behind() {
     assert!(t.net.leases().is_empty());
     assert!(seen.len() > 1, "host-local handed out only {seen:?}");
 }
+
+#[test]
+fn config_mtu_and_ipam_routes_reach_the_pod_and_check_verifies_them() {
+    let t = fixture();
+    let pod = Netns::new("pod").unwrap();
+    let id = container_id("ctr");
+    let mut conf = t.net.conf();
+    conf["mtu"] = json!(1400);
+    conf["ipam"]["routes"] = json!([{"dst": "10.96.0.0/12"}]);
+    let r = t
+        .net
+        .run(&t.net.env("ADD", &id, Some(&pod)), &conf)
+        .unwrap()
+        .expect_ok("ADD with mtu 1400 and an IPAM route")
+        .json;
+    let host = result_host_veth(&r).unwrap();
+    assert_eq!(pod.read("/sys/class/net/eth0/mtu").unwrap().trim(), "1400");
+    assert_eq!(
+        t.node
+            .ns
+            .read(&format!("/sys/class/net/{host}/mtu"))
+            .unwrap()
+            .trim(),
+        "1400"
+    );
+    assert_eq!(
+        r["routes"],
+        json!([
+            {"dst": "0.0.0.0/0", "gw": "169.254.1.1"},
+            {"dst": "10.96.0.0/12", "gw": "169.254.1.1"}
+        ])
+    );
+    let routes = pod.ip(&["route", "show", "10.96.0.0/12"]).unwrap();
+    assert!(
+        routes.contains("via 169.254.1.1 dev eth0"),
+        "no IPAM route in the pod: {routes:?}"
+    );
+    conf["prevResult"] = r.clone();
+    t.net
+        .run(&t.net.env("CHECK", &id, Some(&pod)), &conf)
+        .unwrap()
+        .expect_ok("CHECK");
+
+    // CHECK holds the pod to the configured MTU and to the IPAM route.
+    pod.ip(&["route", "del", "10.96.0.0/12"]).unwrap();
+    pod.ip(&["link", "set", "eth0", "mtu", "1500"]).unwrap();
+    let out = t
+        .net
+        .run(&t.net.env("CHECK", &id, Some(&pod)), &conf)
+        .unwrap()
+        .expect_error(102, "CHECK of a changed pod");
+    let msg = out.json["msg"].as_str().unwrap();
+    assert!(msg.contains("mtu") && msg.contains("10.96.0.0/12"), "{msg}");
+}
+
+/// Resumes a stopped process on drop, also when the test fails.
+struct Resume(String);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = knet_tests::cmd::run("kill", &["-CONT", &self.0]);
+    }
+}
+
+#[test]
+fn add_with_a_hung_agent_fails_within_bounded_time_and_leaves_nothing() {
+    let t = fixture();
+    let pod = Netns::new("pod").unwrap();
+    let before = snapshot(&t, &pod, true);
+    // The agent is the only process in the node's namespace; freeze it, so
+    // its socket accepts connections but nothing answers.
+    let pids = knet_tests::cmd::ip(&["netns", "pids", t.node.ns.name()]).unwrap();
+    let pid = pids
+        .split_whitespace()
+        .next()
+        .expect("agent pid")
+        .to_string();
+    knet_tests::cmd::run("kill", &["-STOP", &pid]).unwrap();
+    let resume = Resume(pid);
+
+    let out = t
+        .net
+        .add(&container_id("ctr"), &pod)
+        .unwrap()
+        .expect_error(11, "ADD with a hung agent");
+    assert!(
+        out.elapsed < Duration::from_secs(10),
+        "the plugin took {:?} with a hung agent",
+        out.elapsed
+    );
+    drop(resume);
+    assert_eq!(
+        snapshot(&t, &pod, true),
+        before,
+        "a hung agent's ADD left something"
+    );
+}
