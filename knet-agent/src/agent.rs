@@ -8,6 +8,7 @@ use anyhow::Result;
 use knet_common::{Counter, Stat};
 
 use crate::{
+    api::DatapathView,
     cluster::{Cluster, ClusterView},
     config::Config,
     dataplane::Dataplane,
@@ -145,12 +146,18 @@ impl Agent {
     }
 
     /// Endpoint IPs as the `ENDPOINTS` map holds them right now.
-    pub fn map_endpoint_ips(&mut self) -> Result<Vec<Ipv4Addr>> {
-        Ok(self
+    /// What the kernel's maps hold right now (not what the agent believes).
+    pub fn datapath_view(&mut self) -> Result<DatapathView> {
+        let endpoint_map_ips = self.dataplane.map_endpoints()?.into_iter().map(|(ip, _)| ip).collect();
+        let mut node_subnets: Vec<String> = self
             .dataplane
-            .map_endpoints()?
+            .map_subnets()?
             .into_iter()
-            .map(|(ip, _)| ip)
-            .collect())
+            .map(|(net, ip, local)| format!("{net} via {ip}{}", if local { " (local)" } else { "" }))
+            .collect();
+        node_subnets.sort();
+        let mut tunnel_sources = self.dataplane.map_nodes()?;
+        tunnel_sources.sort();
+        Ok(DatapathView { endpoint_map_ips, node_subnets, tunnel_sources })
     }
 }

@@ -92,7 +92,7 @@ impl Cluster {
         let wanted_ips: Vec<Ipv4Addr> = desired.values().map(|n| n.underlay_ip).collect();
         for ip in dp.map_nodes()? {
             if !wanted_ips.contains(&ip) {
-                dp.remove_node(ipnet::Ipv4Net::new(ip, 32)?, ip)?;
+                dp.remove_tunnel_source(ip)?;
             }
         }
         for route in nl.agent_routes().await? {

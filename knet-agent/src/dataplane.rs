@@ -149,6 +149,10 @@ impl Dataplane {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => return Err(e).with_context(|| format!("cannot remove NODE_SUBNETS[{subnet}]")),
         }
+        self.remove_tunnel_source(node_ip)
+    }
+
+    pub fn remove_tunnel_source(&mut self, node_ip: Ipv4Addr) -> Result<()> {
         match self.nodes_map()?.remove(&ipv4_key(node_ip.octets())) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("cannot remove NODES[{node_ip}]")),

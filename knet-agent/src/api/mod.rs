@@ -40,6 +40,10 @@ pub struct StatEntry {
 pub struct DatapathView {
     /// Keys of the kernel's `ENDPOINTS` map.
     pub endpoint_map_ips: Vec<std::net::Ipv4Addr>,
+    /// Entries of `NODE_SUBNETS`, as "subnet via node-ip [(local)]", sorted.
+    pub node_subnets: Vec<String>,
+    /// Keys of `NODES`: the tunnel sources accepted.
+    pub tunnel_sources: Vec<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use axum::{
 };
 use tokio::{net::UnixListener, sync::Mutex};
 
-use super::{DatapathView, ErrorBody, LinkPrograms, StatEntry};
+use super::{ErrorBody, LinkPrograms, StatEntry};
 use crate::{
     agent::{Agent, AgentError},
     dataplane::Dataplane,
@@ -97,8 +97,7 @@ async fn list_endpoints(State(agent): State<Shared>) -> impl IntoResponse {
 }
 
 async fn datapath(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiError> {
-    let endpoint_map_ips = agent.lock().await.map_endpoint_ips()?;
-    Ok(Json(DatapathView { endpoint_map_ips }))
+    Ok(Json(agent.lock().await.datapath_view()?))
 }
 
 async fn link_programs(UrlPath(ifname): UrlPath<String>) -> Result<impl IntoResponse, ApiError> {
