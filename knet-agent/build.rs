@@ -12,9 +12,7 @@ fn main() {
     println!("cargo::rerun-if-env-changed=KNET_EBPF_OBJECT");
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let default = manifest.join("../target/bpfel-unknown-none/release/knet");
-    let source = env::var_os("KNET_EBPF_OBJECT")
-        .map(PathBuf::from)
-        .unwrap_or(default);
+    let source = env::var_os("KNET_EBPF_OBJECT").map(PathBuf::from).unwrap_or(default);
     println!("cargo::rerun-if-changed={}", source.display());
 
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("knet.bpf.o");

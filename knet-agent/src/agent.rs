@@ -47,13 +47,7 @@ impl Agent {
             Some(file) => Some(Cluster::start(&config, file.clone(), &mut dataplane, &netlink).await?),
             None => None,
         };
-        let mut agent = Agent {
-            config,
-            dataplane,
-            endpoints: Endpoints::default(),
-            netlink,
-            cluster,
-        };
+        let mut agent = Agent { config, dataplane, endpoints: Endpoints::default(), netlink, cluster };
         agent.adopt_pinned_endpoints().await?;
         Ok(agent)
     }
@@ -61,8 +55,8 @@ impl Agent {
     async fn adopt_pinned_endpoints(&mut self) -> Result<()> {
         for (ip, value) in self.dataplane.map_endpoints()? {
             let link = self.netlink.link_by_index(value.host_ifindex).await?;
-            let adoptable = self.config.pod_cidr.contains(&ip)
-                && link.as_ref().is_some_and(|l| l.mac.0 == value.host_mac);
+            let adoptable =
+                self.config.pod_cidr.contains(&ip) && link.as_ref().is_some_and(|l| l.mac.0 == value.host_mac);
             match link {
                 Some(link) if adoptable => {
                     self.dataplane.attach_from_pod(&link.name, link.index)?;
@@ -101,8 +95,7 @@ impl Agent {
         };
         // The map entry first: once from_pod runs on the veth, the pod's own
         // packets must already pass the anti-spoofing lookup.
-        self.dataplane
-            .set_endpoint(endpoint.ip, endpoint.map_value())?;
+        self.dataplane.set_endpoint(endpoint.ip, endpoint.map_value())?;
         if let Err(e) = self.dataplane.attach_from_pod(&link.name, link.index) {
             self.dataplane.remove_endpoint(endpoint.ip)?;
             return Err(e.into());

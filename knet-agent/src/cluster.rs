@@ -51,7 +51,8 @@ impl Cluster {
     /// Reads the node file, finds the underlay, programs every node and the
     /// underlay programs. A bad file stops the start with its line named.
     pub async fn start(config: &Config, file: PathBuf, dp: &mut Dataplane, nl: &Netlink) -> Result<Self> {
-        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read node file {}", file.display()))?;
+        let text =
+            std::fs::read_to_string(&file).with_context(|| format!("cannot read node file {}", file.display()))?;
         let desired = nodes::parse(&text, &config.node_name, config.pod_cidr)
             .with_context(|| format!("invalid node file {}", file.display()))?;
         let me = &desired[&config.node_name];

@@ -44,8 +44,8 @@ pub struct RawConfig {
 
 impl RawConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
@@ -97,44 +97,24 @@ impl TryFrom<RawConfig> for Config {
     type Error = anyhow::Error;
 
     fn try_from(raw: RawConfig) -> Result<Self> {
-        let node_name = raw
-            .node_name
-            .context("node_name is not set (config file, --node-name or KNET_NODE_NAME)")?;
+        let node_name = raw.node_name.context("node_name is not set (config file, --node-name or KNET_NODE_NAME)")?;
         validate_node_name(&node_name)?;
-        let cidr = raw
-            .pod_cidr
-            .context("pod_cidr is not set (config file, --pod-cidr or KNET_POD_CIDR)")?;
+        let cidr = raw.pod_cidr.context("pod_cidr is not set (config file, --pod-cidr or KNET_POD_CIDR)")?;
         let pod_cidr = parse_pod_cidr(&cidr)?;
         let api_socket = raw.api_socket.unwrap_or_else(|| DEFAULT_API_SOCKET.into());
         if !api_socket.is_absolute() {
-            bail!(
-                "api_socket {} must be an absolute path",
-                api_socket.display()
-            );
+            bail!("api_socket {} must be an absolute path", api_socket.display());
         }
-        let bpf_pin_dir = raw
-            .bpf_pin_dir
-            .unwrap_or_else(|| DEFAULT_BPF_PIN_DIR.into());
+        let bpf_pin_dir = raw.bpf_pin_dir.unwrap_or_else(|| DEFAULT_BPF_PIN_DIR.into());
         if !bpf_pin_dir.starts_with("/sys/fs/bpf/") {
-            bail!(
-                "bpf_pin_dir {} must be a directory under /sys/fs/bpf",
-                bpf_pin_dir.display()
-            );
+            bail!("bpf_pin_dir {} must be a directory under /sys/fs/bpf", bpf_pin_dir.display());
         }
         let mode = Mode::parse(raw.mode.as_deref().unwrap_or("vxlan"))?;
         let vni = raw.vni.unwrap_or(1);
         if vni == 0 || vni >= 1 << 24 {
             bail!("vni {vni} is not a VXLAN network identifier (1 to 16777215)");
         }
-        Ok(Config {
-            node_name,
-            pod_cidr,
-            api_socket,
-            bpf_pin_dir,
-            nodes_file: raw.nodes_file,
-            mode,
-            vni,
-        })
+        Ok(Config { node_name, pod_cidr, api_socket, bpf_pin_dir, nodes_file: raw.nodes_file, mode, vni })
     }
 }
 
@@ -144,34 +124,26 @@ pub fn validate_node_name(name: &str) -> Result<()> {
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
     if !ok {
-        bail!(
-            "node_name {name:?} is not a valid node name (lowercase letters, digits, '-' and '.')"
-        );
+        bail!("node_name {name:?} is not a valid node name (lowercase letters, digits, '-' and '.')");
     }
     Ok(())
 }
 
 /// The pod subnet: IPv4, written as its network address, with room for pods.
 pub fn parse_pod_cidr(text: &str) -> Result<Ipv4Net> {
-    let net: ipnet::IpNet = text.parse().map_err(|_| {
-        anyhow::anyhow!("pod_cidr {text:?} is not a CIDR (expected e.g. 10.244.1.0/24)")
-    })?;
+    let net: ipnet::IpNet =
+        text.parse().map_err(|_| anyhow::anyhow!("pod_cidr {text:?} is not a CIDR (expected e.g. 10.244.1.0/24)"))?;
     let net = match net {
         ipnet::IpNet::V4(net) => net,
         ipnet::IpNet::V6(_) => bail!("pod_cidr {text:?} is IPv6; knet supports IPv4 pod subnets"),
     };
     if net.trunc() != net {
-        bail!(
-            "pod_cidr {text:?} has host bits set; did you mean {}?",
-            net.trunc()
-        );
+        bail!("pod_cidr {text:?} has host bits set; did you mean {}?", net.trunc());
     }
     if net.prefix_len() > 30 {
         bail!("pod_cidr {text:?} is too small for pods (at most /30)");
@@ -187,11 +159,7 @@ mod tests {
     use super::*;
 
     fn raw(name: &str, cidr: &str) -> RawConfig {
-        RawConfig {
-            node_name: Some(name.into()),
-            pod_cidr: Some(cidr.into()),
-            ..Default::default()
-        }
+        RawConfig { node_name: Some(name.into()), pod_cidr: Some(cidr.into()), ..Default::default() }
     }
 
     #[test]
@@ -214,26 +182,17 @@ mod tests {
             ("0.0.0.0/0", "0.0.0.0"),
         ] {
             let err = Config::try_from(raw("n", cidr)).unwrap_err().to_string();
-            assert!(
-                err.contains(needle) && err.contains("pod_cidr"),
-                "{cidr}: {err}"
-            );
+            assert!(err.contains(needle) && err.contains("pod_cidr"), "{cidr}: {err}");
         }
     }
 
     #[test]
     fn missing_and_bad_fields() {
-        assert!(Config::try_from(RawConfig::default())
-            .unwrap_err()
-            .to_string()
-            .contains("node_name"));
+        assert!(Config::try_from(RawConfig::default()).unwrap_err().to_string().contains("node_name"));
         assert!(Config::try_from(raw("Node_1", "10.0.0.0/24")).is_err());
         let mut r = raw("n", "10.0.0.0/24");
         r.bpf_pin_dir = Some("/tmp/x".into());
-        assert!(Config::try_from(r)
-            .unwrap_err()
-            .to_string()
-            .contains("/sys/fs/bpf"));
+        assert!(Config::try_from(r).unwrap_err().to_string().contains("/sys/fs/bpf"));
         let mut r = raw("n", "10.0.0.0/24");
         r.api_socket = Some("rel.sock".into());
         assert!(Config::try_from(r).is_err());
@@ -255,10 +214,7 @@ mod tests {
     #[test]
     fn flags_override_file() {
         let file = raw("from-file", "10.0.0.0/24");
-        let flags = RawConfig {
-            pod_cidr: Some("10.1.0.0/24".into()),
-            ..Default::default()
-        };
+        let flags = RawConfig { pod_cidr: Some("10.1.0.0/24".into()), ..Default::default() };
         let merged = file.overridden_by(flags);
         assert_eq!(merged.node_name.as_deref(), Some("from-file"));
         assert_eq!(merged.pod_cidr.as_deref(), Some("10.1.0.0/24"));
@@ -266,8 +222,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = toml::from_str::<RawConfig>("node_name = \"a\"\npod_cdr = \"10.0.0.0/24\"\n")
-            .unwrap_err();
+        let err = toml::from_str::<RawConfig>("node_name = \"a\"\npod_cdr = \"10.0.0.0/24\"\n").unwrap_err();
         assert!(err.to_string().contains("pod_cdr"), "{err}");
     }
 }

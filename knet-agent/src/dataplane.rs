@@ -5,14 +5,20 @@ use std::{collections::HashMap, net::Ipv4Addr, path::Path};
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{lpm_trie::{Key, LpmTrie}, Array, HashMap as BpfHashMap, MapData, PerCpuArray},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap as BpfHashMap, MapData, PerCpuArray,
+    },
     programs::{tc, SchedClassifier, TcAttachType},
     util::KernelVersion,
     Ebpf, EbpfLoader,
 };
 use ipnet::Ipv4Net;
 use knet_common::{
-    node::{DataplaneConfig, NodeInfo, NodeSubnet, SUBNET_LOCAL},ipv4_key, map_names, program_names, Counter, Endpoint as MapEndpoint, Stat};
+    ipv4_key, map_names,
+    node::{DataplaneConfig, NodeInfo, NodeSubnet, SUBNET_LOCAL},
+    program_names, Counter, Endpoint as MapEndpoint, Stat,
+};
 use nix::{
     mount::{mount, MsFlags},
     sys::statfs::{statfs, BPF_FS_MAGIC},
@@ -35,23 +41,17 @@ impl Dataplane {
         }
         let bpffs_root = Path::new("/sys/fs/bpf");
         ensure_bpffs(bpffs_root)?;
-        std::fs::create_dir_all(pin_dir)
-            .with_context(|| format!("cannot create {}", pin_dir.display()))?;
+        std::fs::create_dir_all(pin_dir).with_context(|| format!("cannot create {}", pin_dir.display()))?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(OBJECT)
             .context("loading the eBPF object failed")?;
         for name in [program_names::FROM_POD, program_names::FROM_NETDEV, program_names::TO_NETDEV] {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .with_context(|| format!("the eBPF object has no {name} program"))?
-                .try_into()?;
+            let prog: &mut SchedClassifier =
+                ebpf.program_mut(name).with_context(|| format!("the eBPF object has no {name} program"))?.try_into()?;
             prog.load().with_context(|| format!("the verifier rejected {name}"))?;
         }
-        Ok(Dataplane {
-            ebpf,
-            from_pod_links: HashMap::new(),
-        })
+        Ok(Dataplane { ebpf, from_pod_links: HashMap::new() })
     }
 
     /// Attaches `from_pod` to the ingress of a host-side veth (tcx; clsact
@@ -60,14 +60,11 @@ impl Dataplane {
         if self.from_pod_links.contains_key(&ifindex) {
             return Ok(());
         }
-        if KernelVersion::current()
-            .map(|v| v < KernelVersion::new(6, 6, 0))
-            .unwrap_or(true)
-        {
+        if KernelVersion::current().map(|v| v < KernelVersion::new(6, 6, 0)).unwrap_or(true) {
             // Without tcx, TC programs hang off a clsact qdisc; "exists" is fine.
             let _ = tc::qdisc_add_clsact(ifname);
         }
-        let prog = self.from_pod_program()?;
+        let prog = self.pod_program()?;
         let id = prog
             .attach(ifname, TcAttachType::Ingress)
             .with_context(|| format!("cannot attach from_pod to {ifname}"))?;
@@ -79,9 +76,7 @@ impl Dataplane {
         let Some(id) = self.from_pod_links.remove(&ifindex) else {
             return Ok(());
         };
-        self.from_pod_program()?
-            .detach(id)
-            .context("cannot detach from_pod")?;
+        self.pod_program()?.detach(id).context("cannot detach from_pod")?;
         Ok(())
     }
 
@@ -89,10 +84,7 @@ impl Dataplane {
     pub fn tcx_ingress_programs(ifname: &str) -> Result<Vec<String>> {
         let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
             .with_context(|| format!("cannot query tcx ingress of {ifname}"))?;
-        programs
-            .iter()
-            .map(|p| Ok(p.name_as_str().unwrap_or("").to_string()))
-            .collect()
+        programs.iter().map(|p| Ok(p.name_as_str().unwrap_or("").to_string())).collect()
     }
 
     /// Attaches `from_netdev` (ingress) and, if `with_egress`, `to_netdev`
@@ -177,19 +169,12 @@ impl Dataplane {
         map.keys().map(|k| Ok(Ipv4Addr::from(k.context("cannot read NODES")?.to_ne_bytes()))).collect()
     }
 
-    fn from_pod_program(&mut self) -> Result<&mut SchedClassifier> {
-        Ok(self
-            .ebpf
-            .program_mut(program_names::FROM_POD)
-            .context("from_pod missing")?
-            .try_into()?)
+    fn pod_program(&mut self) -> Result<&mut SchedClassifier> {
+        Ok(self.ebpf.program_mut(program_names::FROM_POD).context("from_pod missing")?.try_into()?)
     }
 
     fn endpoints_map(&mut self) -> Result<BpfHashMap<&mut MapData, u32, MapEndpoint>> {
-        let map = self
-            .ebpf
-            .map_mut(map_names::ENDPOINTS)
-            .context("ENDPOINTS map missing")?;
+        let map = self.ebpf.map_mut(map_names::ENDPOINTS).context("ENDPOINTS map missing")?;
         Ok(BpfHashMap::try_from(map)?)
     }
 
@@ -220,10 +205,7 @@ impl Dataplane {
 
     /// `STATS` summed over CPUs, one entry per code.
     pub fn stats(&self) -> Result<Vec<(Stat, Counter)>> {
-        let map = self
-            .ebpf
-            .map(map_names::STATS)
-            .context("STATS map missing")?;
+        let map = self.ebpf.map(map_names::STATS).context("STATS map missing")?;
         let stats: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map)?;
         Stat::ALL
             .iter()
@@ -241,21 +223,13 @@ impl Dataplane {
 
 /// Mounts bpffs at `root` unless it already is one.
 fn ensure_bpffs(root: &Path) -> Result<()> {
-    let is_bpffs = statfs(root)
-        .map(|st| st.filesystem_type() == BPF_FS_MAGIC)
-        .unwrap_or(false);
+    let is_bpffs = statfs(root).map(|st| st.filesystem_type() == BPF_FS_MAGIC).unwrap_or(false);
     if is_bpffs {
         return Ok(());
     }
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
-    mount(
-        Some("bpf"),
-        root,
-        Some("bpf"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .with_context(|| format!("cannot mount bpffs at {}", root.display()))?;
+    mount(Some("bpf"), root, Some("bpf"), MsFlags::empty(), None::<&str>)
+        .with_context(|| format!("cannot mount bpffs at {}", root.display()))?;
     tracing::info!(path = %root.display(), "mounted bpffs");
     Ok(())
 }

@@ -40,11 +40,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn map_value(&self) -> knet_common::Endpoint {
-        knet_common::Endpoint {
-            host_ifindex: self.host_ifindex,
-            pod_mac: self.pod_mac.0,
-            host_mac: self.host_mac.0,
-        }
+        knet_common::Endpoint { host_ifindex: self.host_ifindex, pod_mac: self.pod_mac.0, host_mac: self.host_mac.0 }
     }
 }
 
@@ -60,14 +56,10 @@ pub enum EndpointError {
 
 /// Checks a request on its own and against the node's pod subnet.
 pub fn validate(req: &AddEndpoint, pod_cidr: Ipv4Net) -> Result<EndpointSpec, EndpointError> {
-    let ip: Ipv4Addr = req
-        .ip
-        .parse()
-        .map_err(|_| EndpointError::Invalid(format!("ip {:?} is not an IPv4 address", req.ip)))?;
+    let ip: Ipv4Addr =
+        req.ip.parse().map_err(|_| EndpointError::Invalid(format!("ip {:?} is not an IPv4 address", req.ip)))?;
     if !pod_cidr.contains(&ip) {
-        return Err(EndpointError::Invalid(format!(
-            "ip {ip} is outside this node's pod CIDR {pod_cidr}"
-        )));
+        return Err(EndpointError::Invalid(format!("ip {ip} is outside this node's pod CIDR {pod_cidr}")));
     }
     if ip == pod_cidr.network() || ip == pod_cidr.broadcast() {
         return Err(EndpointError::Invalid(format!(
@@ -75,20 +67,11 @@ pub fn validate(req: &AddEndpoint, pod_cidr: Ipv4Net) -> Result<EndpointSpec, En
         )));
     }
     validate_ifname(&req.host_veth)?;
-    let pod_mac: MacAddr = req
-        .pod_mac
-        .parse()
-        .map_err(|e| EndpointError::Invalid(format!("pod_mac: {e}")))?;
+    let pod_mac: MacAddr = req.pod_mac.parse().map_err(|e| EndpointError::Invalid(format!("pod_mac: {e}")))?;
     if !pod_mac.is_valid_unicast() {
-        return Err(EndpointError::Invalid(format!(
-            "pod_mac {pod_mac} is not a unicast address"
-        )));
+        return Err(EndpointError::Invalid(format!("pod_mac {pod_mac} is not a unicast address")));
     }
-    Ok(EndpointSpec {
-        ip,
-        host_veth: req.host_veth.clone(),
-        pod_mac,
-    })
+    Ok(EndpointSpec { ip, host_veth: req.host_veth.clone(), pod_mac })
 }
 
 /// Linux interface names: 1 to 15 bytes, no '/', ':' or white space.
@@ -97,15 +80,11 @@ fn validate_ifname(name: &str) -> Result<(), EndpointError> {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
     if ok {
         Ok(())
     } else {
-        Err(EndpointError::Invalid(format!(
-            "host_veth {name:?} is not a valid interface name"
-        )))
+        Err(EndpointError::Invalid(format!("host_veth {name:?} is not a valid interface name")))
     }
 }
 
@@ -159,11 +138,7 @@ mod tests {
     }
 
     fn req(ip: &str, veth: &str, mac: &str) -> AddEndpoint {
-        AddEndpoint {
-            ip: ip.into(),
-            host_veth: veth.into(),
-            pod_mac: mac.into(),
-        }
+        AddEndpoint { ip: ip.into(), host_veth: veth.into(), pod_mac: mac.into() }
     }
 
     fn endpoint(ip: &str, veth: &str) -> Endpoint {
@@ -186,24 +161,12 @@ mod tests {
     fn rejects_bad_requests_with_a_reason() {
         for (r, needle) in [
             (req("10.244.4.7", "kv1", "02:00:00:00:00:01"), "outside"),
-            (
-                req("10.244.3.0", "kv1", "02:00:00:00:00:01"),
-                "network or broadcast",
-            ),
-            (
-                req("10.244.3.255", "kv1", "02:00:00:00:00:01"),
-                "network or broadcast",
-            ),
+            (req("10.244.3.0", "kv1", "02:00:00:00:00:01"), "network or broadcast"),
+            (req("10.244.3.255", "kv1", "02:00:00:00:00:01"), "network or broadcast"),
             (req("10.244.3", "kv1", "02:00:00:00:00:01"), "not an IPv4"),
             (req("10.244.3.7", "", "02:00:00:00:00:01"), "interface name"),
-            (
-                req("10.244.3.7", "a-name-that-is-too-long", "02:00:00:00:00:01"),
-                "interface name",
-            ),
-            (
-                req("10.244.3.7", "a/b", "02:00:00:00:00:01"),
-                "interface name",
-            ),
+            (req("10.244.3.7", "a-name-that-is-too-long", "02:00:00:00:00:01"), "interface name"),
+            (req("10.244.3.7", "a/b", "02:00:00:00:00:01"), "interface name"),
             (req("10.244.3.7", "kv1", "02:00:00:00:01"), "MAC"),
             (req("10.244.3.7", "kv1", "ff:ff:ff:ff:ff:ff"), "unicast"),
         ] {
@@ -218,15 +181,9 @@ mod tests {
         let mut eps = Endpoints::default();
         eps.insert(endpoint("10.244.3.7", "kv1"));
         let same_ip = validate(&req("10.244.3.7", "kv2", "02:00:00:00:00:09"), cidr()).unwrap();
-        assert!(matches!(
-            eps.check_new(&same_ip),
-            Err(EndpointError::Conflict(_))
-        ));
+        assert!(matches!(eps.check_new(&same_ip), Err(EndpointError::Conflict(_))));
         let same_veth = validate(&req("10.244.3.8", "kv1", "02:00:00:00:00:09"), cidr()).unwrap();
-        assert!(matches!(
-            eps.check_new(&same_veth),
-            Err(EndpointError::Conflict(_))
-        ));
+        assert!(matches!(eps.check_new(&same_veth), Err(EndpointError::Conflict(_))));
         let fresh = validate(&req("10.244.3.8", "kv2", "02:00:00:00:00:09"), cidr()).unwrap();
         assert!(eps.check_new(&fresh).is_ok());
     }

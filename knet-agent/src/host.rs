@@ -46,22 +46,14 @@ impl Netlink {
     /// Opens a netlink socket in the current network namespace; its
     /// connection task runs on the current tokio runtime.
     pub fn connect() -> Result<Self> {
-        let (connection, handle, _) =
-            rtnetlink::new_connection().context("cannot open a netlink socket")?;
+        let (connection, handle, _) = rtnetlink::new_connection().context("cannot open a netlink socket")?;
         tokio::spawn(connection);
         Ok(Netlink { handle })
     }
 
     /// The link named `name`, or `None` if there is none.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
-        let found = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute()
-            .try_next()
-            .await;
+        let found = self.handle.link().get().match_name(name.to_string()).execute().try_next().await;
         match found {
             Ok(Some(msg)) => Ok(link_from(msg)),
             Ok(None) => Ok(None),
@@ -72,14 +64,7 @@ impl Netlink {
 
     /// The link with ifindex `index`, or `None` if there is none.
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
-        let found = self
-            .handle
-            .link()
-            .get()
-            .match_index(index)
-            .execute()
-            .try_next()
-            .await;
+        let found = self.handle.link().get().match_index(index).execute().try_next().await;
         match found {
             Ok(Some(msg)) => Ok(link_from(msg)),
             Ok(None) => Ok(None),
@@ -193,16 +178,9 @@ fn link_from(msg: LinkMessage) -> Option<Link> {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n),
             LinkAttribute::Mtu(m) => mtu = m,
-            LinkAttribute::Address(bytes) => {
-                mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr)
-            }
+            LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr),
             _ => {}
         }
     }
-    Some(Link {
-        name: name?,
-        index: msg.header.index,
-        mac: mac?,
-        mtu,
-    })
+    Some(Link { name: name?, index: msg.header.index, mac: mac?, mtu })
 }

@@ -13,11 +13,7 @@ use knet_agent::{
 };
 
 #[derive(Parser)]
-#[command(
-    name = "knet-agent",
-    version,
-    about = "knet's node agent: eBPF pod networking"
-)]
+#[command(name = "knet-agent", version, about = "knet's node agent: eBPF pod networking")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,24 +78,14 @@ enum EndpointAction {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Command::CniConfig {
-        pod_cidr,
-        output,
-        mtu,
-        api_socket,
-    } = &cli.command
-    {
+    if let Command::CniConfig { pod_cidr, output, mtu, api_socket } = &cli.command {
         return cni_config(pod_cidr, output.as_deref(), *mtu, api_socket);
     }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Run { config, settings } => run(config, settings).await,
@@ -108,10 +94,7 @@ fn main() -> Result<()> {
             Command::Stats { api_socket } => {
                 let stats: Vec<StatEntry> = Client::new(&api_socket).get("/v1/stats").await?;
                 for s in stats {
-                    println!(
-                        "{:<24} {:>14} packets {:>18} bytes",
-                        s.name, s.packets, s.bytes
-                    );
+                    println!("{:<24} {:>14} packets {:>18} bytes", s.name, s.packets, s.bytes);
                 }
                 Ok(())
             }
@@ -139,30 +122,13 @@ async fn run(file: Option<PathBuf>, flags: RawConfig) -> Result<()> {
     Ok(())
 }
 
-fn cni_config(
-    pod_cidr: &str,
-    output: Option<&std::path::Path>,
-    mtu: u32,
-    api_socket: &std::path::Path,
-) -> Result<()> {
+fn cni_config(pod_cidr: &str, output: Option<&std::path::Path>, mtu: u32, api_socket: &std::path::Path) -> Result<()> {
     use knet_agent::cni::conflist::{self, ConflistOptions};
-    let cidr: ipnet::Ipv4Net = pod_cidr
-        .parse()
-        .with_context(|| format!("--pod-cidr {pod_cidr:?} is not an IPv4 CIDR"))?;
-    anyhow::ensure!(
-        cidr == cidr.trunc(),
-        "--pod-cidr {pod_cidr} has host bits set (did you mean {}?)",
-        cidr.trunc()
-    );
-    anyhow::ensure!(
-        (68..=65535).contains(&mtu),
-        "--mtu {mtu} is outside 68..=65535"
-    );
-    let value = conflist::conflist(&ConflistOptions {
-        pod_cidr: cidr,
-        mtu,
-        agent_socket: api_socket,
-    });
+    let cidr: ipnet::Ipv4Net =
+        pod_cidr.parse().with_context(|| format!("--pod-cidr {pod_cidr:?} is not an IPv4 CIDR"))?;
+    anyhow::ensure!(cidr == cidr.trunc(), "--pod-cidr {pod_cidr} has host bits set (did you mean {}?)", cidr.trunc());
+    anyhow::ensure!((68..=65535).contains(&mtu), "--mtu {mtu} is outside 68..=65535");
+    let value = conflist::conflist(&ConflistOptions { pod_cidr: cidr, mtu, agent_socket: api_socket });
     match output {
         Some(path) => conflist::write(path, &value),
         None => {
@@ -174,10 +140,7 @@ fn cni_config(
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
         return std::future::pending().await;
     };
@@ -190,21 +153,8 @@ async fn shutdown_signal() {
 async fn endpoint(socket: &std::path::Path, action: EndpointAction) -> Result<()> {
     let client = Client::new(socket);
     match action {
-        EndpointAction::Add {
-            ip,
-            host_veth,
-            pod_mac,
-        } => {
-            let ep: Endpoint = client
-                .post(
-                    "/v1/endpoints",
-                    &AddEndpoint {
-                        ip,
-                        host_veth,
-                        pod_mac,
-                    },
-                )
-                .await?;
+        EndpointAction::Add { ip, host_veth, pod_mac } => {
+            let ep: Endpoint = client.post("/v1/endpoints", &AddEndpoint { ip, host_veth, pod_mac }).await?;
             println!("{}", serde_json::to_string(&ep)?);
         }
         EndpointAction::Del { ip } => {

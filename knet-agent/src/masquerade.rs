@@ -52,10 +52,21 @@ mod tests {
 
     #[test]
     fn keeps_cluster_traffic_unmasqueraded() {
-        let a = NodeSpec { name: "a".into(), underlay_ip: "192.168.77.10".parse().unwrap(), pod_cidr: "10.244.0.0/24".parse().unwrap() };
-        let b = NodeSpec { name: "b".into(), underlay_ip: "192.168.77.11".parse().unwrap(), pod_cidr: "10.244.1.0/24".parse().unwrap() };
+        let a = NodeSpec {
+            name: "a".into(),
+            underlay_ip: "192.168.77.10".parse().unwrap(),
+            pod_cidr: "10.244.0.0/24".parse().unwrap(),
+        };
+        let b = NodeSpec {
+            name: "b".into(),
+            underlay_ip: "192.168.77.11".parse().unwrap(),
+            pod_cidr: "10.244.1.0/24".parse().unwrap(),
+        };
         let script = ruleset(a.pod_cidr, &[&a, &b]);
-        assert!(script.contains("elements = { 10.244.0.0/24, 10.244.1.0/24, 192.168.77.10, 192.168.77.11 }"), "{script}");
+        assert!(
+            script.contains("elements = { 10.244.0.0/24, 10.244.1.0/24, 192.168.77.10, 192.168.77.11 }"),
+            "{script}"
+        );
         assert!(script.contains("ip saddr 10.244.0.0/24 ip daddr != @cluster counter masquerade"));
         // Replaces the table atomically: create-if-missing, delete, recreate.
         assert!(script.starts_with("table ip knet\ndelete table ip knet\n"));

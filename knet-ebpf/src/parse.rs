@@ -6,9 +6,9 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, BPF_ADJ_ROOM_ENCAP_L2_SHIFT,
-        BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
+        BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
     },
     helpers::generated::{bpf_get_hash_recalc, bpf_redirect_neigh, bpf_redirect_peer},
     maps::lpm_trie::Key,
@@ -91,7 +91,10 @@ const ETH_LEN: usize = size_of::<EthHdr>();
 /// What the network layer of a frame is, as far as forwarding cares.
 pub(crate) enum L3 {
     /// Source and destination as map keys (wire order).
-    Ipv4 { src: u32, dst: u32 },
+    Ipv4 {
+        src: u32,
+        dst: u32,
+    },
     NotIpv4,
     /// EtherType says IPv4 but the header is cut short or not version 4.
     Unparsed,
@@ -331,9 +334,7 @@ pub(crate) fn redirect_neigh(ifindex: u32, next_hop: Option<u32>) -> i32 {
             let mut params =
                 bpf_redir_neigh { nh_family: AF_INET, __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: nh } };
             // SAFETY: `params` lives across the call and has the size passed.
-            unsafe {
-                bpf_redirect_neigh(ifindex, &mut params, size_of::<bpf_redir_neigh>() as i32, 0) as i32
-            }
+            unsafe { bpf_redirect_neigh(ifindex, &mut params, size_of::<bpf_redir_neigh>() as i32, 0) as i32 }
         }
         // SAFETY: NULL params are allowed: the kernel looks the route up.
         None => unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 },

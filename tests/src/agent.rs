@@ -22,10 +22,7 @@ pub fn agent_binary() -> Result<PathBuf> {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/knet-agent"),
     };
     if !path.exists() {
-        bail!(
-            "no knet-agent binary at {} (run the tests with `cargo xtask test`)",
-            path.display()
-        );
+        bail!("no knet-agent binary at {} (run the tests with `cargo xtask test`)", path.display());
     }
     Ok(path)
 }
@@ -75,15 +72,8 @@ impl Agent {
                 extra_config,
             ),
         )?;
-        let mut agent = Agent {
-            child: None,
-            netns: node.name().to_string(),
-            dir,
-            config,
-            socket,
-            log,
-            pin_dir: pin_dir.into(),
-        };
+        let mut agent =
+            Agent { child: None, netns: node.name().to_string(), dir, config, socket, log, pin_dir: pin_dir.into() };
         agent.spawn()?;
         Ok(agent)
     }
@@ -94,10 +84,7 @@ impl Agent {
     /// outlive it, as they must for a restart.
     fn spawn(&mut self) -> Result<()> {
         let bin = agent_binary()?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.netns))
             .arg(&bin)
@@ -111,26 +98,16 @@ impl Agent {
             .context("cannot start knet-agent")?;
         self.child = Some(child);
         let ready = wait::until("the agent's API to answer", Duration::from_secs(30), || {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 return Some(Err(status));
             }
-            self.request("GET", "/healthz", None)
-                .ok()
-                .filter(|(s, _)| *s == 200)
-                .map(|_| Ok(()))
+            self.request("GET", "/healthz", None).ok().filter(|(s, _)| *s == 200).map(|_| Ok(()))
         });
         match ready {
             Ok(Ok(())) => Ok(()),
             Ok(Err(status)) => {
                 self.child = None;
-                bail!(
-                    "knet-agent exited ({status}) while starting:\n{}",
-                    self.log_text()
-                )
+                bail!("knet-agent exited ({status}) while starting:\n{}", self.log_text())
             }
             Err(e) => bail!("{e:#}\n{}", self.log_text()),
         }
@@ -181,10 +158,7 @@ impl Agent {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .with_context(|| format!("not an HTTP answer: {text:?}"))?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         Ok((status, body))
     }
 
@@ -217,10 +191,7 @@ impl Agent {
             .as_array()
             .and_then(|a| a.iter().find(|e| e["name"] == name))
             .with_context(|| format!("no stat {name} in {v}"))?;
-        Ok((
-            entry["packets"].as_u64().unwrap_or(0),
-            entry["bytes"].as_u64().unwrap_or(0),
-        ))
+        Ok((entry["packets"].as_u64().unwrap_or(0), entry["bytes"].as_u64().unwrap_or(0)))
     }
 
     /// Endpoints as the agent lists them.
@@ -257,16 +228,11 @@ impl Agent {
 
     /// Stops the agent with SIGTERM; its exit status.
     pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
-        let Some(mut child) = self.child.take() else {
-            bail!("already stopped")
-        };
+        let Some(mut child) = self.child.take() else { bail!("already stopped") };
         // nsenter execs the agent, so the child's pid is the agent's.
         let _ = crate::cmd::run("kill", &["-TERM", &child.id().to_string()]);
-        let status = wait::until(
-            "the agent to exit after SIGTERM",
-            Duration::from_secs(10),
-            || child.try_wait().ok().flatten(),
-        );
+        let status =
+            wait::until("the agent to exit after SIGTERM", Duration::from_secs(10), || child.try_wait().ok().flatten());
         match status {
             Ok(s) => Ok(s),
             Err(e) => {

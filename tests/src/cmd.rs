@@ -22,10 +22,7 @@ pub fn run(program: &str, args: &[&str]) -> Result<String> {
 }
 
 pub fn output(program: &str, args: &[&str]) -> Result<Output> {
-    Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot run {program} (is it installed?)"))
+    Command::new(program).args(args).output().with_context(|| format!("cannot run {program} (is it installed?)"))
 }
 
 /// `ip` with the given arguments.

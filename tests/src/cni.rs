@@ -30,10 +30,7 @@ pub fn plugin_binary() -> Result<PathBuf> {
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/knet"),
     };
     if !path.exists() {
-        bail!(
-            "no knet CNI plugin at {} (run the tests with `cargo xtask test`)",
-            path.display()
-        );
+        bail!("no knet CNI plugin at {} (run the tests with `cargo xtask test`)", path.display());
     }
     Ok(path)
 }
@@ -80,11 +77,7 @@ impl CniOutput {
 
     /// Panics unless the run failed with a spec error JSON of `code`.
     pub fn expect_error(self, code: u64, what: &str) -> Self {
-        assert!(
-            !self.success(),
-            "{what}: expected error code {code}, the plugin succeeded: {}",
-            self.stdout.trim()
-        );
+        assert!(!self.success(), "{what}: expected error code {code}, the plugin succeeded: {}", self.stdout.trim());
         assert_eq!(
             self.error_code(),
             Some(code),
@@ -92,16 +85,8 @@ impl CniOutput {
             self.stdout.trim(),
             self.stderr.trim()
         );
-        assert!(
-            self.json["cniVersion"].is_string(),
-            "{what}: error without cniVersion: {}",
-            self.stdout
-        );
-        assert!(
-            self.json["msg"].as_str().is_some_and(|m| !m.is_empty()),
-            "{what}: error without msg: {}",
-            self.stdout
-        );
+        assert!(self.json["cniVersion"].is_string(), "{what}: error without cniVersion: {}", self.stdout);
+        assert!(self.json["msg"].as_str().is_some_and(|m| !m.is_empty()), "{what}: error without msg: {}", self.stdout);
         self
     }
 }
@@ -120,11 +105,7 @@ pub struct CniEnv {
 /// Other `CNI_*` variables of the test's own environment are removed.
 pub fn exec(node: &str, plugin: &Path, env: &CniEnv, stdin: &[u8]) -> Result<CniOutput> {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", node])
-        .arg(plugin)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(["netns", "exec", node]).arg(plugin).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, _) in std::env::vars() {
         if k.starts_with("CNI_") {
             cmd.env_remove(k);
@@ -138,9 +119,7 @@ pub fn exec(node: &str, plugin: &Path, env: &CniEnv, stdin: &[u8]) -> Result<Cni
         cmd.env("CNI_NETNS", ns);
     }
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {}", plugin.display()))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot run {}", plugin.display()))?;
     let pid = child.id();
     let mut input = child.stdin.take().context("stdin")?;
     // A plugin that exits without reading closes the pipe: not our error.
@@ -155,11 +134,7 @@ pub fn exec(node: &str, plugin: &Path, env: &CniEnv, stdin: &[u8]) -> Result<Cni
         Err(_) => {
             // `ip netns exec` execs the plugin: the pid is the plugin's.
             let _ = crate::cmd::run("kill", &["-9", &pid.to_string()]);
-            bail!(
-                "{} {} did not finish within {PLUGIN_TIMEOUT:?}",
-                plugin.display(),
-                env.command
-            );
+            bail!("{} {} did not finish within {PLUGIN_TIMEOUT:?}", plugin.display(), env.command);
         }
     };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -265,12 +240,7 @@ impl KnetNetwork {
     }
 
     /// DEL with the ADD result as prevResult, as libcni does when it has one.
-    pub fn del(
-        &self,
-        container_id: &str,
-        pod: Option<&Netns>,
-        prev: Option<&Value>,
-    ) -> Result<CniOutput> {
+    pub fn del(&self, container_id: &str, pod: Option<&Netns>, prev: Option<&Value>) -> Result<CniOutput> {
         let mut conf = self.conf();
         if let Some(p) = prev {
             conf["prevResult"] = p.clone();
@@ -291,11 +261,8 @@ impl KnetNetwork {
 
     /// The addresses host-local has leased (its files named by address).
     pub fn leases(&self) -> Vec<Ipv4Addr> {
-        let mut out: Vec<Ipv4Addr> = self
-            .files()
-            .iter()
-            .filter_map(|f| Path::new(f).file_name()?.to_str()?.parse().ok())
-            .collect();
+        let mut out: Vec<Ipv4Addr> =
+            self.files().iter().filter_map(|f| Path::new(f).file_name()?.to_str()?.parse().ok()).collect();
         out.sort();
         out
     }
@@ -325,9 +292,7 @@ fn collect(base: &Path, dir: &Path, out: &mut Vec<String>) {
 
 /// The pod's address from an ADD result (`ips[0].address` without prefix).
 pub fn result_ip(result: &Value) -> Result<Ipv4Addr> {
-    let addr = result["ips"][0]["address"]
-        .as_str()
-        .with_context(|| format!("no ips[0].address in {result}"))?;
+    let addr = result["ips"][0]["address"].as_str().with_context(|| format!("no ips[0].address in {result}"))?;
     let ip = addr.split('/').next().unwrap_or(addr);
     ip.parse().with_context(|| format!("{addr} is not IPv4"))
 }

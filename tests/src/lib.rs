@@ -8,8 +8,8 @@
 pub mod agent;
 pub mod capture;
 pub mod cluster;
-pub mod cni;
 pub mod cmd;
+pub mod cni;
 pub mod netns;
 pub mod topology;
 pub mod traffic;

@@ -56,8 +56,7 @@ impl Netns {
     }
 
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        self.exec("sysctl", &["-qw", &format!("{key}={value}")])
-            .map(drop)
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")]).map(drop)
     }
 
     /// A file as a process inside the namespace sees it (`/proc/net/...`,
@@ -98,10 +97,7 @@ pub fn snmp_field(snmp: &str, proto: &str, field: &str) -> Result<u64> {
         .split_whitespace()
         .position(|n| n == field)
         .ok_or_else(|| anyhow::anyhow!("no {proto} {field} in /proc/net/snmp"))?;
-    let value = values
-        .split_whitespace()
-        .nth(idx)
-        .ok_or_else(|| anyhow::anyhow!("short {proto} line"))?;
+    let value = values.split_whitespace().nth(idx).ok_or_else(|| anyhow::anyhow!("short {proto} line"))?;
     Ok(value.parse()?)
 }
 

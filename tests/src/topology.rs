@@ -96,8 +96,5 @@ impl Pod {
 pub fn link_mac(ns: &Netns, link: &str) -> Result<String> {
     let json = ns.ip(&["-j", "link", "show", link])?;
     let v: serde_json::Value = serde_json::from_str(&json)?;
-    v[0]["address"]
-        .as_str()
-        .map(str::to_string)
-        .context("link has no address")
+    v[0]["address"].as_str().map(str::to_string).context("link has no address")
 }

@@ -15,19 +15,7 @@ use crate::{netns::Netns, wait};
 pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<()> {
     let out = crate::cmd::output(
         "ip",
-        &from.exec_args(
-            "ping",
-            &[
-                "-c",
-                &count.to_string(),
-                "-i",
-                "0.05",
-                "-W",
-                "2",
-                "-q",
-                &to.to_string(),
-            ],
-        ),
+        &from.exec_args("ping", &["-c", &count.to_string(), "-i", "0.05", "-W", "2", "-q", &to.to_string()]),
     )?;
     let text = String::from_utf8_lossy(&out.stdout);
     let want = format!("{count} received");
@@ -91,29 +79,12 @@ pub struct Transfer {
 /// An iperf3 TCP run from `client` to a server in `server_ns` on `server_ip`.
 /// `reverse` makes the server send. `streams` parallel streams, `seconds`
 /// long.
-pub fn iperf3(
-    client: &Netns,
-    server_ns: &Netns,
-    server_ip: Ipv4Addr,
-    opts: IperfOptions,
-) -> Result<Transfer> {
+pub fn iperf3(client: &Netns, server_ns: &Netns, server_ip: Ipv4Addr, opts: IperfOptions) -> Result<Transfer> {
     let port = next_port();
     let _server = start_server(server_ns, server_ip, port)?;
     let (ip_s, port_s) = (server_ip.to_string(), port.to_string());
     let (secs, streams) = (opts.seconds.to_string(), opts.streams.to_string());
-    let mut args = vec![
-        "-c",
-        &ip_s,
-        "-p",
-        &port_s,
-        "-t",
-        &secs,
-        "-P",
-        &streams,
-        "-J",
-        "--connect-timeout",
-        "3000",
-    ];
+    let mut args = vec!["-c", &ip_s, "-p", &port_s, "-t", &secs, "-P", &streams, "-J", "--connect-timeout", "3000"];
     if opts.reverse {
         args.push("-R");
     }
@@ -125,23 +96,15 @@ pub fn iperf3(
             .chain(args)
             .collect::<Vec<_>>(),
     )?;
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "iperf3 printed no JSON: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("iperf3 printed no JSON: {}", String::from_utf8_lossy(&out.stderr)))?;
     if let Some(err) = json["error"].as_str() {
         bail!("iperf3 {} -> {server_ip}: {err}", client.name());
     }
     let recv = &json["end"]["sum_received"];
     let transfer = Transfer {
-        bytes_received: recv["bytes"]
-            .as_u64()
-            .context("iperf3 JSON has no end.sum_received.bytes")?,
-        bits_per_second: recv["bits_per_second"]
-            .as_f64()
-            .context("no bits_per_second")?,
+        bytes_received: recv["bytes"].as_u64().context("iperf3 JSON has no end.sum_received.bytes")?,
+        bits_per_second: recv["bits_per_second"].as_f64().context("no bits_per_second")?,
     };
     Ok(transfer)
 }
@@ -155,10 +118,6 @@ pub struct IperfOptions {
 
 impl Default for IperfOptions {
     fn default() -> Self {
-        IperfOptions {
-            seconds: 1,
-            streams: 1,
-            reverse: false,
-        }
+        IperfOptions { seconds: 1, streams: 1, reverse: false }
     }
 }

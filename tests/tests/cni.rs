@@ -29,14 +29,8 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let node = Node::new("node", NODE_ADDRESS).unwrap();
-    let agent = Agent::start(
-        &node.ns,
-        &AgentOptions {
-            node_name: "node-0".into(),
-            pod_cidr: POD_CIDR.into(),
-        },
-    )
-    .unwrap();
+    let agent =
+        Agent::start(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: POD_CIDR.into() }).unwrap();
     let net = KnetNetwork::new(&node.ns, POD_CIDR, agent.socket()).unwrap();
     Fixture { net, agent, node }
 }
@@ -73,10 +67,7 @@ fn two_pods_added_by_the_plugin_get_addresses_talk_through_redirect_and_pass_che
     let rb = t.net.add(&id_b, &pod_b).unwrap().expect_ok("ADD b").json;
 
     let (ip_a, ip_b) = (result_ip(&ra).unwrap(), result_ip(&rb).unwrap());
-    assert!(
-        in_pod_cidr(ip_a) && in_pod_cidr(ip_b),
-        "{ip_a} {ip_b} not in {POD_CIDR}"
-    );
+    assert!(in_pod_cidr(ip_a) && in_pod_cidr(ip_b), "{ip_a} {ip_b} not in {POD_CIDR}");
     assert_ne!(ip_a, ip_b);
     assert_eq!(t.net.leases(), {
         let mut v = vec![ip_a, ip_b];
@@ -93,23 +84,15 @@ fn two_pods_added_by_the_plugin_get_addresses_talk_through_redirect_and_pass_che
     assert_eq!(ra["ips"][0]["address"], format!("{ip_a}/32"));
     assert_eq!(ra["ips"][0]["gateway"], "169.254.1.1");
     assert_eq!(ra["ips"][0]["interface"], 1);
-    assert_eq!(
-        ra["routes"],
-        json!([{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}])
-    );
+    assert_eq!(ra["routes"], json!([{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]));
     let host_a = result_host_veth(&ra).unwrap();
     assert_eq!(
         ra["interfaces"][0]["mac"].as_str().unwrap(),
         knet_tests::topology::link_mac(&t.node.ns, &host_a).unwrap()
     );
-    assert_eq!(
-        ra["interfaces"][1]["mac"].as_str().unwrap(),
-        knet_tests::topology::link_mac(&pod_a, "eth0").unwrap()
-    );
+    assert_eq!(ra["interfaces"][1]["mac"].as_str().unwrap(), knet_tests::topology::link_mac(&pod_a, "eth0").unwrap());
     // Wired as knet wires pods: /32, MTU, static gateway neighbour.
-    let addr = pod_a
-        .ip(&["-4", "-o", "addr", "show", "dev", "eth0"])
-        .unwrap();
+    let addr = pod_a.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]).unwrap();
     assert!(addr.contains(&format!("{ip_a}/32")), "{addr}");
     let mtu = pod_a.read("/sys/class/net/eth0/mtu").unwrap();
     assert_eq!(mtu.trim(), "1500");
@@ -135,14 +118,8 @@ fn two_pods_added_by_the_plugin_get_addresses_talk_through_redirect_and_pass_che
         redirected_after - redirected_before
     );
 
-    t.net
-        .check(&id_a, &pod_a, &ra)
-        .unwrap()
-        .expect_ok("CHECK a");
-    t.net
-        .check(&id_b, &pod_b, &rb)
-        .unwrap()
-        .expect_ok("CHECK b");
+    t.net.check(&id_a, &pod_a, &ra).unwrap().expect_ok("CHECK a");
+    t.net.check(&id_b, &pod_b, &rb).unwrap().expect_ok("CHECK b");
 }
 
 #[test]
@@ -156,14 +133,8 @@ fn check_reports_what_is_wrong() {
 
     // The pod loses its default route and the agent its endpoint.
     pod.ip(&["route", "del", "default"]).unwrap();
-    t.agent
-        .request("DELETE", &format!("/v1/endpoints/{ip}"), None)
-        .unwrap();
-    let out = t
-        .net
-        .check(&id, &pod, &r)
-        .unwrap()
-        .expect_error(102, "CHECK of a broken pod");
+    t.agent.request("DELETE", &format!("/v1/endpoints/{ip}"), None).unwrap();
+    let out = t.net.check(&id, &pod, &r).unwrap().expect_error(102, "CHECK of a broken pod");
     let msg = out.json["msg"].as_str().unwrap();
     assert!(msg.contains("no route 0.0.0.0/0 via 169.254.1.1"), "{msg}");
     assert!(msg.contains(&format!("no endpoint {ip}")), "{msg}");
@@ -186,47 +157,26 @@ fn del_removes_veth_lease_and_endpoint_is_idempotent_and_add_works_again() {
     assert_eq!(endpoint_ips(&t.agent), vec![ip.to_string()]);
     assert_eq!(t.agent.map_ips().unwrap(), vec![ip.to_string()]);
 
-    t.net
-        .del(&id, Some(&pod), Some(&r))
-        .unwrap()
-        .expect_ok("DEL");
-    assert!(
-        !links(&t.node.ns).unwrap().contains(&host),
-        "host veth {host} is still there"
-    );
+    t.net.del(&id, Some(&pod), Some(&r)).unwrap().expect_ok("DEL");
+    assert!(!links(&t.node.ns).unwrap().contains(&host), "host veth {host} is still there");
     assert_eq!(links(&pod).unwrap(), vec!["lo"], "eth0 is still in the pod");
     assert!(t.net.leases().is_empty(), "lease left: {:?}", t.net.files());
     assert!(endpoint_ips(&t.agent).is_empty(), "endpoint left");
     assert!(t.agent.map_ips().unwrap().is_empty(), "map entry left");
     let routes = t.node.ns.ip(&["route", "show"]).unwrap();
-    assert!(
-        !routes.contains(&ip.to_string()),
-        "node route left: {routes}"
-    );
+    assert!(!routes.contains(&ip.to_string()), "node route left: {routes}");
 
     // Again, without prevResult, and without a netns: still fine.
-    t.net
-        .del(&id, Some(&pod), Some(&r))
-        .unwrap()
-        .expect_ok("second DEL");
-    t.net
-        .del(&id, None, None)
-        .unwrap()
-        .expect_ok("DEL without netns");
-    t.net
-        .del(&container_id("never"), Some(&pod), None)
-        .unwrap()
-        .expect_ok("DEL of a container never added");
+    t.net.del(&id, Some(&pod), Some(&r)).unwrap().expect_ok("second DEL");
+    t.net.del(&id, None, None).unwrap().expect_ok("DEL without netns");
+    t.net.del(&container_id("never"), Some(&pod), None).unwrap().expect_ok("DEL of a container never added");
 
     let again = t.net.add(&id, &pod).unwrap().expect_ok("ADD again").json;
     let ip2 = result_ip(&again).unwrap();
     assert!(in_pod_cidr(ip2));
     assert_eq!(t.net.leases(), vec![ip2]);
     assert_eq!(endpoint_ips(&t.agent), vec![ip2.to_string()]);
-    t.net
-        .check(&id, &pod, &again)
-        .unwrap()
-        .expect_ok("CHECK after ADD again");
+    t.net.check(&id, &pod, &again).unwrap().expect_ok("CHECK after ADD again");
 }
 
 #[test]
@@ -244,17 +194,12 @@ fn del_after_the_pod_namespace_is_gone_still_releases_lease_and_endpoint() {
     env.netns = Some(pod_path);
     let mut conf = t.net.conf();
     conf["prevResult"] = r.clone();
-    t.net
-        .run(&env, &conf)
-        .unwrap()
-        .expect_ok("DEL of a gone netns");
+    t.net.run(&env, &conf).unwrap().expect_ok("DEL of a gone netns");
     assert!(t.net.leases().is_empty());
     assert!(endpoint_ips(&t.agent).is_empty());
-    wait::until(
-        "the host veth to go with its namespace",
-        Duration::from_secs(10),
-        || (!links(&t.node.ns).unwrap().contains(&host)).then_some(()),
-    )
+    wait::until("the host veth to go with its namespace", Duration::from_secs(10), || {
+        (!links(&t.node.ns).unwrap().contains(&host)).then_some(())
+    })
     .unwrap();
 }
 
@@ -292,53 +237,30 @@ fn portmap_chained_after_knet_gets_its_result_and_forwards_a_host_port() {
         })
     };
     let env = t.net.env("ADD", &id, Some(&pod));
-    let chained = t
-        .net
-        .run_reference("portmap", &env, &portmap_conf(&knet_result))
-        .unwrap()
-        .expect_ok("portmap ADD")
-        .json;
+    let chained =
+        t.net.run_reference("portmap", &env, &portmap_conf(&knet_result)).unwrap().expect_ok("portmap ADD").json;
     // The chain's result is knet's, carried through prevResult.
     assert_eq!(chained["ips"], knet_result["ips"]);
     assert_eq!(chained["interfaces"], knet_result["interfaces"]);
     assert_eq!(chained["routes"], knet_result["routes"]);
     let rules = t.node.ns.exec("iptables-save", &["-t", "nat"]).unwrap();
-    assert!(
-        rules.contains(&format!("{ip}:{pod_port}")),
-        "no DNAT to the pod in:\n{rules}"
-    );
+    assert!(rules.contains(&format!("{ip}:{pod_port}")), "no DNAT to the pod in:\n{rules}");
 
     // The mapping works: the node's own address and host port reach the
     // pod's server (DNAT on the node, then the host veth; the pod's answer
     // goes back through from_pod to the node's stack).
     let server = Server(
         Command::new("ip")
-            .args(pod.exec_args(
-                "iperf3",
-                &[
-                    "-s",
-                    "-1",
-                    "-B",
-                    &ip.to_string(),
-                    "-p",
-                    &pod_port.to_string(),
-                ],
-            ))
+            .args(pod.exec_args("iperf3", &["-s", "-1", "-B", &ip.to_string(), "-p", &pod_port.to_string()]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    wait::until(
-        "iperf3 to listen in the pod",
-        Duration::from_secs(10),
-        || {
-            let listening = pod.exec("ss", &["-Htln"]).ok()?;
-            listening
-                .contains(&format!("{ip}:{pod_port}"))
-                .then_some(())
-        },
-    )
+    wait::until("iperf3 to listen in the pod", Duration::from_secs(10), || {
+        let listening = pod.exec("ss", &["-Htln"]).ok()?;
+        listening.contains(&format!("{ip}:{pod_port}")).then_some(())
+    })
     .unwrap();
     let out = knet_tests::cmd::output(
         "ip",
@@ -363,24 +285,14 @@ fn portmap_chained_after_knet_gets_its_result_and_forwards_a_host_port() {
     drop(server);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    assert!(
-        bytes > 100_000,
-        "host port {host_port} did not reach the pod: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(bytes > 100_000, "host port {host_port} did not reach the pod: {}", String::from_utf8_lossy(&out.stdout));
 
     // Teardown in reverse order, as libcni does: portmap, then knet.
     let env = t.net.env("DEL", &id, Some(&pod));
-    t.net
-        .run_reference("portmap", &env, &portmap_conf(&chained))
-        .unwrap()
-        .expect_ok("portmap DEL");
+    t.net.run_reference("portmap", &env, &portmap_conf(&chained)).unwrap().expect_ok("portmap DEL");
     let rules = t.node.ns.exec("iptables-save", &["-t", "nat"]).unwrap();
     assert!(!rules.contains(&format!("{ip}:{pod_port}")), "{rules}");
-    t.net
-        .del(&id, Some(&pod), Some(&chained))
-        .unwrap()
-        .expect_ok("knet DEL");
+    t.net.del(&id, Some(&pod), Some(&chained)).unwrap().expect_ok("knet DEL");
     assert!(t.net.leases().is_empty());
 }
 
@@ -413,86 +325,40 @@ fn bad_input_gets_the_right_cni_error_and_changes_nothing() {
     let before = snapshot(&t, &pod, true);
 
     let mut cases: Vec<(&str, cni::CniEnv, Vec<u8>, u64)> = Vec::new();
-    cases.push((
-        "malformed JSON",
-        add_env.clone(),
-        b"{\"cniVersion\": \"1.0.0\",".to_vec(),
-        6,
-    ));
+    cases.push(("malformed JSON", add_env.clone(), b"{\"cniVersion\": \"1.0.0\",".to_vec(), 6));
     for version in ["0.2.0", "9.9.9"] {
         let mut conf = t.net.conf();
         conf["cniVersion"] = json!(version);
-        cases.push((
-            "unsupported cniVersion",
-            add_env.clone(),
-            conf.to_string().into_bytes(),
-            1,
-        ));
+        cases.push(("unsupported cniVersion", add_env.clone(), conf.to_string().into_bytes(), 1));
     }
     let mut env = add_env.clone();
     env.command = "FROB".into();
-    cases.push((
-        "unknown CNI_COMMAND",
-        env,
-        t.net.conf().to_string().into_bytes(),
-        4,
-    ));
+    cases.push(("unknown CNI_COMMAND", env, t.net.conf().to_string().into_bytes(), 4));
     let mut env = add_env.clone();
     env.netns = None;
-    cases.push((
-        "missing CNI_NETNS",
-        env,
-        t.net.conf().to_string().into_bytes(),
-        4,
-    ));
+    cases.push(("missing CNI_NETNS", env, t.net.conf().to_string().into_bytes(), 4));
     let mut env = add_env.clone();
     env.netns = Some(format!("/run/netns/{}", unique_name("nonexistent")));
-    cases.push((
-        "netns that does not exist",
-        env,
-        t.net.conf().to_string().into_bytes(),
-        3,
-    ));
+    cases.push(("netns that does not exist", env, t.net.conf().to_string().into_bytes(), 3));
     let mut conf = t.net.conf();
     conf["ipam"]["type"] = json!("no-such-ipam");
-    cases.push((
-        "unknown IPAM plugin",
-        add_env.clone(),
-        conf.to_string().into_bytes(),
-        7,
-    ));
+    cases.push(("unknown IPAM plugin", add_env.clone(), conf.to_string().into_bytes(), 7));
     let mut conf = t.net.conf();
     conf["mtu"] = json!(20);
-    cases.push((
-        "invalid mtu",
-        add_env.clone(),
-        conf.to_string().into_bytes(),
-        7,
-    ));
+    cases.push(("invalid mtu", add_env.clone(), conf.to_string().into_bytes(), 7));
 
     for (what, env, stdin, code) in &cases {
         let out = t.net.run_raw(env, stdin).unwrap().expect_error(*code, what);
-        assert_eq!(
-            snapshot(&t, &pod, true),
-            before,
-            "{what} changed something: {}",
-            out.stdout
-        );
+        assert_eq!(snapshot(&t, &pod, true), before, "{what} changed something: {}", out.stdout);
     }
 
     // A second ADD for the same container and interface is refused and
     // leaves the first one's wiring alone.
     let first = t.net.add(&id, &pod).unwrap().expect_ok("first ADD").json;
     let after_first = snapshot(&t, &pod, true);
-    t.net
-        .add(&id, &pod)
-        .unwrap()
-        .expect_error(100, "second ADD of the same container and interface");
+    t.net.add(&id, &pod).unwrap().expect_error(100, "second ADD of the same container and interface");
     assert_eq!(snapshot(&t, &pod, true), after_first);
-    t.net
-        .check(&id, &pod, &first)
-        .unwrap()
-        .expect_ok("CHECK after the refused second ADD");
+    t.net.check(&id, &pod, &first).unwrap().expect_ok("CHECK after the refused second ADD");
 }
 
 #[test]
@@ -503,16 +369,8 @@ fn add_with_the_agent_down_fails_fast_with_try_again_later_and_leaves_nothing() 
     let status = t.agent.stop().unwrap();
     assert!(status.success());
 
-    let out = t
-        .net
-        .add(&container_id("ctr"), &pod)
-        .unwrap()
-        .expect_error(11, "ADD with the agent down");
-    assert!(
-        out.elapsed < Duration::from_secs(5),
-        "the plugin took {:?} to notice the agent is down",
-        out.elapsed
-    );
+    let out = t.net.add(&container_id("ctr"), &pod).unwrap().expect_error(11, "ADD with the agent down");
+    assert!(out.elapsed < Duration::from_secs(5), "the plugin took {:?} to notice the agent is down", out.elapsed);
     let msg = out.json["msg"].as_str().unwrap();
     assert!(msg.contains("agent"), "{msg}");
     let after = snapshot(&t, &pod, false);
@@ -530,11 +388,7 @@ fn add_with_the_agent_down_fails_fast_with_try_again_later_and_leaves_nothing() 
         .run(&t.net.env("ADD", &container_id("ctr"), Some(&pod)), &conf)
         .unwrap()
         .expect_error(101, "ADD the agent refuses");
-    assert!(
-        out.json["msg"].as_str().unwrap().contains("outside"),
-        "{}",
-        out.stdout
-    );
+    assert!(out.json["msg"].as_str().unwrap().contains("outside"), "{}", out.stdout);
     let after = snapshot(&t, &pod, true);
     assert_eq!(after.node_links, before.node_links, "veth left");
     assert_eq!(after.pod_links, before.pod_links, "pod interface left");
@@ -548,39 +402,21 @@ fn version_reports_what_knet_supports() {
     let pod = Netns::new("pod").unwrap();
     let mut env = t.net.env("VERSION", "unused", Some(&pod));
     env.netns = None;
-    let out = t
-        .net
-        .run_raw(&env, br#"{"cniVersion":"0.4.0"}"#)
-        .unwrap()
-        .expect_ok("VERSION");
+    let out = t.net.run_raw(&env, br#"{"cniVersion":"0.4.0"}"#).unwrap().expect_ok("VERSION");
     assert_eq!(out.json["cniVersion"], "0.4.0");
-    assert_eq!(
-        out.json["supportedVersions"],
-        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0"])
-    );
+    assert_eq!(out.json["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0"]));
 
     // An older version gets an older result format (ips[].version) and
     // CHECK is refused before 0.4.0.
     let mut conf = t.net.conf();
     conf["cniVersion"] = json!("0.3.1");
     let id = container_id("old");
-    let r = t
-        .net
-        .run(&t.net.env("ADD", &id, Some(&pod)), &conf)
-        .unwrap()
-        .expect_ok("ADD 0.3.1")
-        .json;
+    let r = t.net.run(&t.net.env("ADD", &id, Some(&pod)), &conf).unwrap().expect_ok("ADD 0.3.1").json;
     assert_eq!(r["cniVersion"], "0.3.1");
     assert_eq!(r["ips"][0]["version"], "4");
     conf["prevResult"] = r;
-    t.net
-        .run(&t.net.env("CHECK", &id, Some(&pod)), &conf)
-        .unwrap()
-        .expect_error(1, "CHECK at 0.3.1");
-    t.net
-        .run(&t.net.env("DEL", &id, Some(&pod)), &conf)
-        .unwrap()
-        .expect_ok("DEL 0.3.1");
+    t.net.run(&t.net.env("CHECK", &id, Some(&pod)), &conf).unwrap().expect_error(1, "CHECK at 0.3.1");
+    t.net.run(&t.net.env("DEL", &id, Some(&pod)), &conf).unwrap().expect_ok("DEL 0.3.1");
 }
 
 #[test]
@@ -591,10 +427,7 @@ fn two_hundred_add_del_cycles_leave_nothing_behind() {
     // last reserved IP) once; those may stay.
     let id = container_id("warmup");
     let r = t.net.add(&id, &pod).unwrap().expect_ok("warm-up ADD").json;
-    t.net
-        .del(&id, Some(&pod), Some(&r))
-        .unwrap()
-        .expect_ok("warm-up DEL");
+    t.net.del(&id, Some(&pod), Some(&r)).unwrap().expect_ok("warm-up DEL");
     let before = snapshot(&t, &pod, true);
     assert!(t.net.leases().is_empty());
     assert_eq!(before.pod_links, vec!["lo"]);
@@ -602,19 +435,11 @@ fn two_hundred_add_del_cycles_leave_nothing_behind() {
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..200 {
         let id = format!("{}-{i}", container_id("cycle"));
-        let r = t
-            .net
-            .add(&id, &pod)
-            .unwrap()
-            .expect_ok(&format!("ADD #{i}"))
-            .json;
+        let r = t.net.add(&id, &pod).unwrap().expect_ok(&format!("ADD #{i}")).json;
         let ip = result_ip(&r).unwrap();
         assert!(in_pod_cidr(ip));
         seen.insert(ip);
-        t.net
-            .del(&id, Some(&pod), Some(&r))
-            .unwrap()
-            .expect_ok(&format!("DEL #{i}"));
+        t.net.del(&id, Some(&pod), Some(&r)).unwrap().expect_ok(&format!("DEL #{i}"));
     }
     let after = snapshot(&t, &pod, true);
     assert_eq!(after, before, "200 ADD/DEL cycles left something behind");
@@ -638,14 +463,7 @@ fn config_mtu_and_ipam_routes_reach_the_pod_and_check_verifies_them() {
         .json;
     let host = result_host_veth(&r).unwrap();
     assert_eq!(pod.read("/sys/class/net/eth0/mtu").unwrap().trim(), "1400");
-    assert_eq!(
-        t.node
-            .ns
-            .read(&format!("/sys/class/net/{host}/mtu"))
-            .unwrap()
-            .trim(),
-        "1400"
-    );
+    assert_eq!(t.node.ns.read(&format!("/sys/class/net/{host}/mtu")).unwrap().trim(), "1400");
     assert_eq!(
         r["routes"],
         json!([
@@ -654,24 +472,15 @@ fn config_mtu_and_ipam_routes_reach_the_pod_and_check_verifies_them() {
         ])
     );
     let routes = pod.ip(&["route", "show", "10.96.0.0/12"]).unwrap();
-    assert!(
-        routes.contains("via 169.254.1.1 dev eth0"),
-        "no IPAM route in the pod: {routes:?}"
-    );
+    assert!(routes.contains("via 169.254.1.1 dev eth0"), "no IPAM route in the pod: {routes:?}");
     conf["prevResult"] = r.clone();
-    t.net
-        .run(&t.net.env("CHECK", &id, Some(&pod)), &conf)
-        .unwrap()
-        .expect_ok("CHECK");
+    t.net.run(&t.net.env("CHECK", &id, Some(&pod)), &conf).unwrap().expect_ok("CHECK");
 
     // CHECK holds the pod to the configured MTU and to the IPAM route.
     pod.ip(&["route", "del", "10.96.0.0/12"]).unwrap();
     pod.ip(&["link", "set", "eth0", "mtu", "1500"]).unwrap();
-    let out = t
-        .net
-        .run(&t.net.env("CHECK", &id, Some(&pod)), &conf)
-        .unwrap()
-        .expect_error(102, "CHECK of a changed pod");
+    let out =
+        t.net.run(&t.net.env("CHECK", &id, Some(&pod)), &conf).unwrap().expect_error(102, "CHECK of a changed pod");
     let msg = out.json["msg"].as_str().unwrap();
     assert!(msg.contains("mtu") && msg.contains("10.96.0.0/12"), "{msg}");
 }
@@ -693,28 +502,12 @@ fn add_with_a_hung_agent_fails_within_bounded_time_and_leaves_nothing() {
     // The agent is the only process in the node's namespace; freeze it, so
     // its socket accepts connections but nothing answers.
     let pids = knet_tests::cmd::ip(&["netns", "pids", t.node.ns.name()]).unwrap();
-    let pid = pids
-        .split_whitespace()
-        .next()
-        .expect("agent pid")
-        .to_string();
+    let pid = pids.split_whitespace().next().expect("agent pid").to_string();
     knet_tests::cmd::run("kill", &["-STOP", &pid]).unwrap();
     let resume = Resume(pid);
 
-    let out = t
-        .net
-        .add(&container_id("ctr"), &pod)
-        .unwrap()
-        .expect_error(11, "ADD with a hung agent");
-    assert!(
-        out.elapsed < Duration::from_secs(10),
-        "the plugin took {:?} with a hung agent",
-        out.elapsed
-    );
+    let out = t.net.add(&container_id("ctr"), &pod).unwrap().expect_error(11, "ADD with a hung agent");
+    assert!(out.elapsed < Duration::from_secs(10), "the plugin took {:?} with a hung agent", out.elapsed);
     drop(resume);
-    assert_eq!(
-        snapshot(&t, &pod, true),
-        before,
-        "a hung agent's ADD left something"
-    );
+    assert_eq!(snapshot(&t, &pod, true), before, "a hung agent's ADD left something");
 }

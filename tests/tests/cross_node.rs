@@ -26,7 +26,8 @@ fn full_connectivity(mode: &str) {
             if a.ip == b.ip {
                 continue;
             }
-            traffic::ping(&a.ns, b.ip, 1).unwrap_or_else(|e| panic!("{mode}: pod {} (node {i}) -> pod {} (node {j}): {e:#}", a.ip, b.ip));
+            traffic::ping(&a.ns, b.ip, 1)
+                .unwrap_or_else(|e| panic!("{mode}: pod {} (node {i}) -> pod {} (node {j}): {e:#}", a.ip, b.ip));
             if i != j {
                 let src = seen_source(&a.ns, &b.ns, b.ip);
                 assert_eq!(src, a.ip.to_string(), "{mode}: {} saw {src} for {}", b.ip, a.ip);
@@ -47,7 +48,9 @@ fn full_connectivity(mode: &str) {
     let (a, b) = (&c.pods[0][0], &c.pods[2][1]);
     let opts = IperfOptions { seconds: 1, ..Default::default() };
     assert!(traffic::iperf3(&a.ns, &b.ns, b.ip, opts).unwrap().bytes_received > 1_000_000);
-    assert!(traffic::iperf3(&a.ns, &b.ns, b.ip, IperfOptions { reverse: true, ..opts }).unwrap().bytes_received > 1_000_000);
+    assert!(
+        traffic::iperf3(&a.ns, &b.ns, b.ip, IperfOptions { reverse: true, ..opts }).unwrap().bytes_received > 1_000_000
+    );
     assert!(traffic::iperf3(&c.nodes[1].ns, &b.ns, b.ip, opts).unwrap().bytes_received > 1_000_000);
     assert!(traffic::iperf3(&a.ns, &c.nodes[2].ns, c.nodes[2].address, opts).unwrap().bytes_received > 1_000_000);
     let stat = if mode == "vxlan" { "redirect_tunnel" } else { "redirect_native" };
@@ -105,8 +108,19 @@ fn vxlan_from_an_unknown_source_is_dropped_and_counted() {
     // VXLAN device there sends real VXLAN (VNI 1, port 8472) to node 0.
     let out = &c.outside;
     out.ip(&[
-        "link", "add", "vx0", "type", "vxlan", "id", "1", "dstport", "8472", "remote",
-        &c.nodes[0].address.to_string(), "dev", "eth0",
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "8472",
+        "remote",
+        &c.nodes[0].address.to_string(),
+        "dev",
+        "eth0",
     ])
     .unwrap();
     out.ip(&["addr", "add", "10.244.0.200/24", "dev", "vx0"]).unwrap();
@@ -133,10 +147,18 @@ fn full_size_packets_work_at_the_reduced_mtu() {
     let t = traffic::iperf3(&a.ns, &b.ns, b.ip, IperfOptions { seconds: 2, ..Default::default() }).unwrap();
     assert!(t.bytes_received > 10_000_000, "only {} bytes crossed", t.bytes_received);
     // The largest unfragmented ping that fits the route MTU crosses.
-    let big = knet_tests::cmd::output("ip", &a.ns.exec_args("ping", &["-c", "2", "-W", "2", "-M", "do", "-s", "1422", &b.ip.to_string()])).unwrap();
+    let big = knet_tests::cmd::output(
+        "ip",
+        &a.ns.exec_args("ping", &["-c", "2", "-W", "2", "-M", "do", "-s", "1422", &b.ip.to_string()]),
+    )
+    .unwrap();
     assert!(big.status.success(), "1450-byte packets do not cross: {}", String::from_utf8_lossy(&big.stdout));
     // One byte more is refused by the pod's own stack, loudly: no black hole.
-    let too_big = knet_tests::cmd::output("ip", &a.ns.exec_args("ping", &["-c", "1", "-W", "2", "-M", "do", "-s", "1423", &b.ip.to_string()])).unwrap();
+    let too_big = knet_tests::cmd::output(
+        "ip",
+        &a.ns.exec_args("ping", &["-c", "1", "-W", "2", "-M", "do", "-s", "1423", &b.ip.to_string()]),
+    )
+    .unwrap();
     assert!(!too_big.status.success());
     let said = format!("{}{}", String::from_utf8_lossy(&too_big.stdout), String::from_utf8_lossy(&too_big.stderr));
     assert!(said.contains("mtu = 1450") || said.contains("too long"), "not refused locally: {said}");
@@ -154,11 +176,7 @@ impl SteadyPing {
         // 250 pings, 20 ms apart, 8 s at most.
         let to = to.to_string();
         let args = from.exec_args("ping", &["-q", "-c", "250", "-i", "0.02", "-w", "8", &to]);
-        let child = std::process::Command::new("ip")
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = std::process::Command::new("ip").args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
         SteadyPing { child }
     }
 
@@ -247,7 +265,11 @@ fn bad_node_files_are_rejected_by_line_and_change_nothing() {
         })
         .unwrap_or_else(|e| panic!("{bad:?}: {e:#}\n{}", c.agents[0].nodes().unwrap()));
         assert_eq!(v["nodes"], before_nodes, "nodes changed after {bad:?}");
-        assert_eq!(c.agents[0].request("GET", "/v1/datapath", None).unwrap().1, before_dp, "maps changed after {bad:?}");
+        assert_eq!(
+            c.agents[0].request("GET", "/v1/datapath", None).unwrap().1,
+            before_dp,
+            "maps changed after {bad:?}"
+        );
         assert_eq!(c.nodes[0].ns.ip(&["route", "show", "proto", "75"]).unwrap(), before_routes);
         traffic::ping(&c.pods[0][0].ns, c.pods[1][0].ip, 1).unwrap();
         // Put the good file back: the error clears.
@@ -263,7 +285,8 @@ fn bad_node_files_are_rejected_by_line_and_change_nothing() {
 fn an_agent_refuses_to_start_on_a_bad_node_file_naming_the_line() {
     let c = Cluster::new(1, 0, "vxlan").unwrap();
     let node = knet_tests::Node::on_fabric("node-late", cluster::node_address(5), &c.fabric, "n5").unwrap();
-    c.write_nodes_file(&format!("{}{}node-5 192.168.77.15 10.244.0.128/25\n", cluster::node_line(0), "# late\n")).unwrap();
+    c.write_nodes_file(&format!("{}{}node-5 192.168.77.15 10.244.0.128/25\n", cluster::node_line(0), "# late\n"))
+        .unwrap();
     let opts = knet_tests::AgentOptions { node_name: "node-5".into(), pod_cidr: "10.244.0.128/25".into() };
     let extra = format!("nodes_file = {:?}\n", c.nodes_file().display().to_string());
     let err = match knet_tests::Agent::start_with(&node.ns, &opts, &extra) {

@@ -22,14 +22,8 @@ fn same_node() -> SameNode {
     let node = Node::new("node", Ipv4Addr::new(192, 168, 77, 10)).unwrap();
     let a = node.add_pod("pod-a", Ipv4Addr::new(10, 244, 0, 2)).unwrap();
     let b = node.add_pod("pod-b", Ipv4Addr::new(10, 244, 0, 3)).unwrap();
-    let agent = Agent::start(
-        &node.ns,
-        &AgentOptions {
-            node_name: "node-0".into(),
-            pod_cidr: POD_CIDR.into(),
-        },
-    )
-    .unwrap();
+    let agent =
+        Agent::start(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: POD_CIDR.into() }).unwrap();
     agent.add_pod(&a).unwrap();
     agent.add_pod(&b).unwrap();
     SameNode { agent, a, b, node }
@@ -44,31 +38,11 @@ fn pods_on_one_node_talk_through_redirect_not_the_stack() {
 
     traffic::ping(&t.a.ns, t.b.ip, 5).unwrap();
     traffic::ping(&t.b.ns, t.a.ip, 5).unwrap();
-    let opts = IperfOptions {
-        seconds: 1,
-        ..Default::default()
-    };
+    let opts = IperfOptions { seconds: 1, ..Default::default() };
     let a_to_b = traffic::iperf3(&t.a.ns, &t.b.ns, t.b.ip, opts).unwrap();
-    let b_to_a = traffic::iperf3(
-        &t.a.ns,
-        &t.b.ns,
-        t.b.ip,
-        IperfOptions {
-            reverse: true,
-            ..opts
-        },
-    )
-    .unwrap();
-    assert!(
-        a_to_b.bytes_received > 1_000_000,
-        "A->B moved only {} bytes",
-        a_to_b.bytes_received
-    );
-    assert!(
-        b_to_a.bytes_received > 1_000_000,
-        "B->A moved only {} bytes",
-        b_to_a.bytes_received
-    );
+    let b_to_a = traffic::iperf3(&t.a.ns, &t.b.ns, t.b.ip, IperfOptions { reverse: true, ..opts }).unwrap();
+    assert!(a_to_b.bytes_received > 1_000_000, "A->B moved only {} bytes", a_to_b.bytes_received);
+    assert!(b_to_a.bytes_received > 1_000_000, "B->A moved only {} bytes", b_to_a.bytes_received);
 
     let sent = t.a.tx_packets().unwrap() + t.b.tx_packets().unwrap() - sent_before;
     let (redirected_after, _) = t.agent.stat("redirect_local").unwrap();
@@ -76,15 +50,9 @@ fn pods_on_one_node_talk_through_redirect_not_the_stack() {
     // Every packet the pods sent (IPv6 is off, the gateway's neighbour entry
     // is static: all of it is IPv4 to the other pod) went through the redirect.
     assert!(sent >= 20, "pods sent only {sent} packets");
-    assert!(
-        redirected >= sent,
-        "redirect counter rose by {redirected}, pods sent {sent}"
-    );
+    assert!(redirected >= sent, "redirect counter rose by {redirected}, pods sent {sent}");
     let forwarded = t.node.ns.forwarded_datagrams().unwrap() - forwarded_before;
-    assert_eq!(
-        forwarded, 0,
-        "the node's stack forwarded {forwarded} datagrams"
-    );
+    assert_eq!(forwarded, 0, "the node's stack forwarded {forwarded} datagrams");
     assert_eq!(t.agent.stat("drop_spoofed_source").unwrap().0, 0);
 }
 
@@ -95,43 +63,24 @@ fn pod_reaches_its_node_and_node_reaches_pod() {
     traffic::ping(&t.a.ns, t.node.address, 3).unwrap();
     traffic::ping(&t.node.ns, t.a.ip, 3).unwrap();
     traffic::ping(&t.node.ns, t.b.ip, 3).unwrap();
-    let tcp =
-        traffic::iperf3(&t.a.ns, &t.node.ns, t.node.address, IperfOptions::default()).unwrap();
+    let tcp = traffic::iperf3(&t.a.ns, &t.node.ns, t.node.address, IperfOptions::default()).unwrap();
     assert!(tcp.bytes_received > 1_000_000);
     let (to_stack_after, _) = t.agent.stat("pass_to_stack").unwrap();
     // Pod-to-node traffic is not a local pod's: from_pod hands it to the stack.
-    assert!(
-        to_stack_after - to_stack_before >= 3,
-        "pass_to_stack rose only by {}",
-        to_stack_after - to_stack_before
-    );
+    assert!(to_stack_after - to_stack_before >= 3, "pass_to_stack rose only by {}", to_stack_after - to_stack_before);
 }
 
 #[test]
 fn deleting_an_endpoint_removes_its_entry_and_program_only() {
     let t = same_node();
     assert_eq!(t.agent.map_ips().unwrap(), vec!["10.244.0.2", "10.244.0.3"]);
-    assert_eq!(
-        t.agent.tcx_ingress(&t.b.host_veth).unwrap(),
-        vec!["from_pod"]
-    );
+    assert_eq!(t.agent.tcx_ingress(&t.b.host_veth).unwrap(), vec!["from_pod"]);
 
     t.agent.delete_pod(&t.b).unwrap();
 
-    assert_eq!(
-        t.agent.map_ips().unwrap(),
-        vec!["10.244.0.2"],
-        "B's map entry is still there"
-    );
-    assert!(
-        t.agent.tcx_ingress(&t.b.host_veth).unwrap().is_empty(),
-        "from_pod still attached to B's veth"
-    );
-    assert_eq!(
-        t.agent.tcx_ingress(&t.a.host_veth).unwrap(),
-        vec!["from_pod"],
-        "A lost its program"
-    );
+    assert_eq!(t.agent.map_ips().unwrap(), vec!["10.244.0.2"], "B's map entry is still there");
+    assert!(t.agent.tcx_ingress(&t.b.host_veth).unwrap().is_empty(), "from_pod still attached to B's veth");
+    assert_eq!(t.agent.tcx_ingress(&t.a.host_veth).unwrap(), vec!["from_pod"], "A lost its program");
     let listed = t.agent.endpoints().unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["ip"], "10.244.0.2");
@@ -140,17 +89,11 @@ fn deleting_an_endpoint_removes_its_entry_and_program_only() {
     // endpoint, and the node does not forward) is no longer redirected to.
     let (redirected_before, _) = t.agent.stat("redirect_local").unwrap();
     traffic::ping(&t.a.ns, t.node.address, 3).unwrap();
-    assert!(
-        !traffic::ping_once(&t.a.ns, t.b.ip),
-        "A still reaches B after B's endpoint was deleted"
-    );
+    assert!(!traffic::ping_once(&t.a.ns, t.b.ip), "A still reaches B after B's endpoint was deleted");
     assert_eq!(t.agent.stat("redirect_local").unwrap().0, redirected_before);
 
     // Deleting again is a 404 and changes nothing; adding B back restores it.
-    let (status, _) = t
-        .agent
-        .request("DELETE", "/v1/endpoints/10.244.0.3", None)
-        .unwrap();
+    let (status, _) = t.agent.request("DELETE", "/v1/endpoints/10.244.0.3", None).unwrap();
     assert_eq!(status, 404);
     t.agent.add_pod(&t.b).unwrap();
     traffic::ping(&t.a.ns, t.b.ip, 3).unwrap();
@@ -160,38 +103,16 @@ fn deleting_an_endpoint_removes_its_entry_and_program_only() {
 fn a_spoofed_source_is_dropped_and_counted() {
     let t = same_node();
     // The pod claims an address that is not its own (another of the subnet).
-    t.a.ns
-        .ip(&["addr", "add", "10.244.0.99/32", "dev", "eth0"])
-        .unwrap();
+    t.a.ns.ip(&["addr", "add", "10.244.0.99/32", "dev", "eth0"]).unwrap();
     let (drops_before, _) = t.agent.stat("drop_spoofed_source").unwrap();
     let spoofed = knet_tests::cmd::output(
         "ip",
-        &t.a.ns.exec_args(
-            "ping",
-            &[
-                "-c",
-                "3",
-                "-i",
-                "0.05",
-                "-W",
-                "1",
-                "-I",
-                "10.244.0.99",
-                &t.b.ip.to_string(),
-            ],
-        ),
+        &t.a.ns.exec_args("ping", &["-c", "3", "-i", "0.05", "-W", "1", "-I", "10.244.0.99", &t.b.ip.to_string()]),
     )
     .unwrap();
-    assert!(
-        !spoofed.status.success(),
-        "a ping from a spoofed source got through"
-    );
+    assert!(!spoofed.status.success(), "a ping from a spoofed source got through");
     let (drops_after, _) = t.agent.stat("drop_spoofed_source").unwrap();
-    assert!(
-        drops_after - drops_before >= 3,
-        "spoofed drops rose by {}",
-        drops_after - drops_before
-    );
+    assert!(drops_after - drops_before >= 3, "spoofed drops rose by {}", drops_after - drops_before);
     // Its own address still works.
     traffic::ping(&t.a.ns, t.b.ip, 2).unwrap();
 }
@@ -212,10 +133,7 @@ fn agent_stops_cleanly_and_a_new_agent_adopts_the_pinned_state() {
     // from_pod, and the pinned counters carried on.
     assert_eq!(t.agent.map_ips().unwrap(), vec!["10.244.0.2", "10.244.0.3"]);
     assert_eq!(t.agent.endpoints().unwrap().as_array().unwrap().len(), 2);
-    assert_eq!(
-        t.agent.tcx_ingress(&t.a.host_veth).unwrap(),
-        vec!["from_pod"]
-    );
+    assert_eq!(t.agent.tcx_ingress(&t.a.host_veth).unwrap(), vec!["from_pod"]);
     assert!(t.agent.stat("redirect_local").unwrap().0 >= redirected_before);
     traffic::ping(&t.a.ns, t.b.ip, 3).unwrap();
     assert!(t.agent.stat("redirect_local").unwrap().0 >= redirected_before + 6);

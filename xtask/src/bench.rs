@@ -47,18 +47,8 @@ pub struct Target {
 }
 
 const TARGETS: &[Target] = &[
-    Target {
-        case: "same-node",
-        plane: "knet",
-        baseline: "veth-direct",
-        ratio: 0.97,
-    },
-    Target {
-        case: "same-node",
-        plane: "knet",
-        baseline: "kernel-routed",
-        ratio: 1.10,
-    },
+    Target { case: "same-node", plane: "knet", baseline: "veth-direct", ratio: 0.97 },
+    Target { case: "same-node", plane: "knet", baseline: "kernel-routed", ratio: 1.10 },
 ];
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -100,16 +90,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let json = dir.join(format!("bench-{stamp}.json"));
-    std::fs::write(
-        &json,
-        serde_json::to_string_pretty(&report::json(&samples, &args.streams, args.seconds))?,
-    )?;
+    std::fs::write(&json, serde_json::to_string_pretty(&report::json(&samples, &args.streams, args.seconds))?)?;
     let svg = dir.join(format!("bench-{stamp}.svg"));
     std::fs::write(&svg, report::svg(&samples, TARGETS))?;
-    step(format!(
-        "samples in {}, chart in {}",
-        json.display(),
-        svg.display()
-    ));
+    step(format!("samples in {}, chart in {}", json.display(), svg.display()));
     Ok(())
 }

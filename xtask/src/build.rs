@@ -8,10 +8,7 @@ use crate::{root, setup::EbpfToolchain, step};
 
 /// Builds `knet-ebpf` for bpfel-unknown-none; the object's path.
 pub fn ebpf(tc: &EbpfToolchain) -> Result<PathBuf> {
-    step(format!(
-        "building the eBPF programs (cargo +{} ... --target bpfel-unknown-none)",
-        tc.toolchain
-    ));
+    step(format!("building the eBPF programs (cargo +{} ... --target bpfel-unknown-none)", tc.toolchain));
     let status = tc
         .cargo()
         .current_dir(root())
@@ -41,21 +38,14 @@ pub fn ebpf(tc: &EbpfToolchain) -> Result<PathBuf> {
 /// directory holding the binaries.
 pub fn all(tc: &EbpfToolchain, release: bool) -> Result<PathBuf> {
     let object = ebpf(tc)?;
-    step(format!(
-        "building the workspace ({})",
-        if release { "release" } else { "debug" }
-    ));
+    step(format!("building the workspace ({})", if release { "release" } else { "debug" }));
     let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.current_dir(root())
-        .args(["build", "--bins"])
-        .env("KNET_EBPF_OBJECT", &object);
+    cmd.current_dir(root()).args(["build", "--bins"]).env("KNET_EBPF_OBJECT", &object);
     if release {
         cmd.arg("--release");
     }
     if !cmd.status().context("cannot run cargo")?.success() {
         bail!("building the workspace failed");
     }
-    Ok(root()
-        .join("target")
-        .join(if release { "release" } else { "debug" }))
+    Ok(root().join("target").join(if release { "release" } else { "debug" }))
 }

@@ -25,19 +25,12 @@ fn on_path(cmd: &str) -> bool {
     if cmd.starts_with('/') {
         return std::path::Path::new(cmd).exists();
     }
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("sh").args(["-c", &format!("command -v {cmd}")]).output().is_ok_and(|o| o.status.success())
 }
 
 /// Installs the packages of every missing tool with apt-get (as root).
 pub fn ensure_tools() -> Result<()> {
-    let mut missing: Vec<&str> = TOOLS
-        .iter()
-        .filter(|(cmd, _)| !on_path(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
+    let mut missing: Vec<&str> = TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
@@ -46,15 +39,9 @@ pub fn ensure_tools() -> Result<()> {
         bail!("missing tools from Debian packages {missing:?} and no apt-get to install them");
     }
     step(format!("installing Debian packages {}", missing.join(" ")));
-    let update = Command::new("apt-get")
-        .args(["update", "-qq"])
-        .status()
-        .context("apt-get update")?;
+    let update = Command::new("apt-get").args(["update", "-qq"]).status().context("apt-get update")?;
     if !update.success() {
-        bail!(
-            "apt-get update failed; install {} by hand",
-            missing.join(" ")
-        );
+        bail!("apt-get update failed; install {} by hand", missing.join(" "));
     }
     let status = Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])

@@ -43,27 +43,21 @@ struct Sandbox {
 
 impl Sandbox {
     fn pod_ips(&self) -> Result<Vec<Ipv4Addr>> {
-        let (net, len) = self
-            .pod_cidr
-            .split_once('/')
-            .context("pod_cidr needs a prefix length")?;
+        let (net, len) = self.pod_cidr.split_once('/').context("pod_cidr needs a prefix length")?;
         let net: Ipv4Addr = net.parse().context("pod_cidr")?;
         let len: u32 = len.parse().context("pod_cidr prefix")?;
         let room = 2u32.saturating_pow(32 - len.min(32)).saturating_sub(2);
         if u32::from(self.pods) > room {
             bail!("{} pods do not fit in {}", self.pods, self.pod_cidr);
         }
-        Ok((0..u32::from(self.pods))
-            .map(|i| Ipv4Addr::from(u32::from(net) + 2 + i))
-            .collect())
+        Ok((0..u32::from(self.pods)).map(|i| Ipv4Addr::from(u32::from(net) + 2 + i)).collect())
     }
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
     require_root("cargo xtask run")?;
     let text = match &args.config {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?,
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
         None => DEFAULT_SANDBOX.to_string(),
     };
     let sandbox: Sandbox = toml::from_str(&text).context("invalid sandbox config")?;
@@ -86,10 +80,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     let agent = Agent::start(
         &node.ns,
-        &AgentOptions {
-            node_name: sandbox.node_name.clone(),
-            pod_cidr: sandbox.pod_cidr.clone(),
-        },
+        &AgentOptions { node_name: sandbox.node_name.clone(), pod_cidr: sandbox.pod_cidr.clone() },
     )?;
     for pod in &pods {
         agent.add_pod(pod)?;
@@ -98,24 +89,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     print_topology(&sandbox, &node, &pods, &agent);
     print_matrix(&node, &pods)?;
     println!("\ndata path counters (knet-agent stats):");
-    for name in [
-        "redirect_local",
-        "pass_to_stack",
-        "pass_not_ipv4",
-        "drop_spoofed_source",
-    ] {
+    for name in ["redirect_local", "pass_to_stack", "pass_not_ipv4", "drop_spoofed_source"] {
         let (packets, bytes) = agent.stat(name)?;
         println!("  {name:<22} {packets:>10} packets {bytes:>12} bytes");
     }
 
-    let deadline = args
-        .duration
-        .map(|s| Instant::now() + Duration::from_secs(s));
+    let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs(s));
     match deadline {
-        Some(_) => println!(
-            "\nup for {}s; Ctrl-C to stop sooner",
-            args.duration.unwrap_or(0)
-        ),
+        Some(_) => println!("\nup for {}s; Ctrl-C to stop sooner", args.duration.unwrap_or(0)),
         None => println!(
             "\nup; try `ip netns exec {} ping {}`. Ctrl-C tears it all down.",
             pods[0].ns.name(),
@@ -143,23 +124,14 @@ fn print_topology(sandbox: &Sandbox, node: &Node, pods: &[Pod], agent: &Agent) {
     );
     println!("  agent API socket {}", agent.socket().display());
     for pod in pods {
-        println!(
-            "  pod {:<14} netns {:<28} host veth {:<5} mac {}",
-            pod.ip,
-            pod.ns.name(),
-            pod.host_veth,
-            pod.mac
-        );
+        println!("  pod {:<14} netns {:<28} host veth {:<5} mac {}", pod.ip, pod.ns.name(), pod.host_veth, pod.mac);
     }
 }
 
 /// Ping and a short TCP transfer from every endpoint to every other.
 fn print_matrix(node: &Node, pods: &[Pod]) -> Result<()> {
-    let mut ends: Vec<(String, &Netns, Ipv4Addr)> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (format!("pod{i}"), &p.ns, p.ip))
-        .collect();
+    let mut ends: Vec<(String, &Netns, Ipv4Addr)> =
+        pods.iter().enumerate().map(|(i, p)| (format!("pod{i}"), &p.ns, p.ip)).collect();
     ends.push(("node".to_string(), &node.ns, node.address));
     println!("\nconnectivity (ping / TCP):");
     print!("  {:<8}", "from\\to");
@@ -176,22 +148,10 @@ fn print_matrix(node: &Node, pods: &[Pod]) -> Result<()> {
                 continue;
             }
             let ping = traffic::ping(from_ns, *to_ip, 2).is_ok();
-            let tcp = traffic::iperf3(
-                from_ns,
-                to_ns,
-                *to_ip,
-                IperfOptions {
-                    seconds: 1,
-                    ..Default::default()
-                },
-            )
-            .map(|t| format!("{:.1} Gbit/s", t.bits_per_second / 1e9));
+            let tcp = traffic::iperf3(from_ns, to_ns, *to_ip, IperfOptions { seconds: 1, ..Default::default() })
+                .map(|t| format!("{:.1} Gbit/s", t.bits_per_second / 1e9));
             failures += usize::from(!ping) + usize::from(tcp.is_err());
-            let cell = format!(
-                "{} / {}",
-                if ping { "ok" } else { "FAIL" },
-                tcp.unwrap_or_else(|_| "FAIL".into())
-            );
+            let cell = format!("{} / {}", if ping { "ok" } else { "FAIL" }, tcp.unwrap_or_else(|_| "FAIL".into()));
             print!(" {cell:<22}");
         }
         println!();

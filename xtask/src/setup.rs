@@ -35,13 +35,10 @@ impl EbpfToolchain {
     /// A `cargo +toolchain` command with the environment the eBPF build needs.
     pub fn cargo(&self) -> Command {
         let mut cmd = Command::new("cargo");
-        cmd.arg(format!("+{}", self.toolchain))
-            .env("PATH", &self.path);
+        cmd.arg(format!("+{}", self.toolchain)).env("PATH", &self.path);
         // rustup's proxies pick the toolchain from `+x`; a RUSTUP_TOOLCHAIN
         // inherited from the outer cargo would override it.
-        cmd.env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("RUSTC")
-            .env_remove("CARGO");
+        cmd.env_remove("RUSTUP_TOOLCHAIN").env_remove("RUSTC").env_remove("CARGO");
         if self.bootstrap {
             cmd.env("RUSTC_BOOTSTRAP", "1");
         }
@@ -63,11 +60,7 @@ pub fn ensure_ready() -> Result<EbpfToolchain> {
         path.push(":");
         path.push(old);
     }
-    Ok(EbpfToolchain {
-        toolchain,
-        bootstrap,
-        path,
-    })
+    Ok(EbpfToolchain { toolchain, bootstrap, path })
 }
 
 fn rustup(args: &[&str]) -> Result<std::process::Output> {
@@ -93,21 +86,13 @@ fn choose_toolchain() -> Result<(String, bool)> {
 
 fn ensure_rust_src(toolchain: &str) -> Result<()> {
     let installed = rustup(&["component", "list", "--installed", "--toolchain", toolchain])?;
-    if String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|l| l.starts_with("rust-src"))
-    {
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
-    step(format!(
-        "adding rust-src to the {toolchain} toolchain (needed by -Z build-std=core)"
-    ));
+    step(format!("adding rust-src to the {toolchain} toolchain (needed by -Z build-std=core)"));
     let out = rustup(&["component", "add", "rust-src", "--toolchain", toolchain])?;
     if !out.status.success() {
-        bail!(
-            "cannot add rust-src to the {toolchain} toolchain: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("cannot add rust-src to the {toolchain} toolchain: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -120,11 +105,7 @@ fn rustc_output(toolchain: &str, args: &[&str]) -> Result<String> {
         .output()
         .context("cannot run rustc")?;
     if !out.status.success() {
-        bail!(
-            "rustc +{toolchain} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("rustc +{toolchain} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -143,17 +124,8 @@ fn toolchain_llvm(toolchain: &str) -> Result<(PathBuf, u32)> {
     let lib = std::fs::read_dir(&lib_dir)
         .with_context(|| format!("cannot list {}", lib_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libLLVM.so."))
-        })
-        .with_context(|| {
-            format!(
-                "the {toolchain} toolchain ships no libLLVM.so.* in {}",
-                lib_dir.display()
-            )
-        })?;
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
+        .with_context(|| format!("the {toolchain} toolchain ships no libLLVM.so.* in {}", lib_dir.display()))?;
     Ok((lib, major))
 }
 
@@ -161,11 +133,7 @@ fn toolchain_llvm(toolchain: &str) -> Result<(PathBuf, u32)> {
 /// directory holding the binary.
 fn ensure_bpf_linker(toolchain: &str) -> Result<PathBuf> {
     let (lib, major) = toolchain_llvm(toolchain)?;
-    let lib_name = lib
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("libLLVM name")?
-        .to_string();
+    let lib_name = lib.file_name().and_then(|n| n.to_str()).context("libLLVM name")?.to_string();
     // Keyed by the library's own name: a new nightly gets its own linker.
     let base = cache_dir().join(format!("bpf-linker-{BPF_LINKER_VERSION}-{lib_name}"));
     let bin_dir = base.join("bin");
@@ -182,8 +150,7 @@ fn ensure_bpf_linker(toolchain: &str) -> Result<PathBuf> {
     for name in ["libLLVM.so", lib_name.as_str()] {
         let link = prefix_lib.join(name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&lib, &link)
-            .with_context(|| format!("cannot link {}", link.display()))?;
+        std::os::unix::fs::symlink(&lib, &link).with_context(|| format!("cannot link {}", link.display()))?;
     }
     if !matches!(major, 21..=23) {
         bail!("the {toolchain} toolchain uses LLVM {major}; bpf-linker {BPF_LINKER_VERSION} supports LLVM 21 to 23");
@@ -192,14 +159,7 @@ fn ensure_bpf_linker(toolchain: &str) -> Result<PathBuf> {
         "building bpf-linker {BPF_LINKER_VERSION} against the {toolchain} toolchain's LLVM {major} (about a minute, once)"
     ));
     let status = Command::new("cargo")
-        .args([
-            "install",
-            "bpf-linker",
-            "--version",
-            BPF_LINKER_VERSION,
-            "--no-default-features",
-            "--force",
-        ])
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--force"])
         .args(["--features", &format!("llvm-{major}")])
         .arg("--root")
         .arg(&base)
@@ -214,8 +174,5 @@ fn ensure_bpf_linker(toolchain: &str) -> Result<PathBuf> {
 }
 
 fn linker_runs(linker: &Path) -> bool {
-    Command::new(linker)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new(linker).arg("--version").output().is_ok_and(|o| o.status.success())
 }

@@ -8,10 +8,7 @@ use anyhow::{bail, Context, Result};
 use crate::{build, root, setup, step};
 
 pub fn require_root(what: &str) -> Result<()> {
-    let out = Command::new("id")
-        .arg("-u")
-        .output()
-        .context("cannot run id")?;
+    let out = Command::new("id").arg("-u").output().context("cannot run id")?;
     if String::from_utf8_lossy(&out.stdout).trim() != "0" {
         bail!("{what} needs root (network namespaces, eBPF, bpffs)");
     }
@@ -32,20 +29,10 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     if let Some(f) = filter {
         extra.push(f);
     }
-    cargo_test(
-        &["--package", "knet-tests", "--test", "*"],
-        &extra,
-        &object,
-        &bin_dir,
-    )
+    cargo_test(&["--package", "knet-tests", "--test", "*"], &extra, &object, &bin_dir)
 }
 
-fn cargo_test(
-    targets: &[&str],
-    test_args: &[&str],
-    object: &std::path::Path,
-    bin_dir: &std::path::Path,
-) -> Result<()> {
+fn cargo_test(targets: &[&str], test_args: &[&str], object: &std::path::Path, bin_dir: &std::path::Path) -> Result<()> {
     let status = Command::new(env!("CARGO"))
         .current_dir(root())
         .arg("test")

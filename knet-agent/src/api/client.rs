@@ -19,10 +19,7 @@ pub struct Client<'a> {
 
 impl<'a> Client<'a> {
     pub fn new(socket: &'a Path) -> Self {
-        Client {
-            socket,
-            timeout: Duration::from_secs(10),
-        }
+        Client { socket, timeout: Duration::from_secs(10) }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -37,20 +34,10 @@ impl<'a> Client<'a> {
         self.call(Method::DELETE, path, None::<&()>).await
     }
 
-    async fn call<B: Serialize, T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<T> {
-        let (status, bytes) = tokio::time::timeout(self.timeout, self.send(method, path, body))
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "the knet agent at {} did not answer within {:?}",
-                    self.socket.display(),
-                    self.timeout
-                )
+    async fn call<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>) -> Result<T> {
+        let (status, bytes) =
+            tokio::time::timeout(self.timeout, self.send(method, path, body)).await.map_err(|_| {
+                anyhow!("the knet agent at {} did not answer within {:?}", self.socket.display(), self.timeout)
             })??;
         if !status.is_success() {
             let msg = serde_json::from_slice::<ErrorBody>(&bytes)
@@ -61,22 +48,11 @@ impl<'a> Client<'a> {
         serde_json::from_slice(&bytes).context("the agent's answer is not the expected JSON")
     }
 
-    async fn send<B: Serialize>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<(StatusCode, Bytes)> {
+    async fn send<B: Serialize>(&self, method: Method, path: &str, body: Option<&B>) -> Result<(StatusCode, Bytes)> {
         let stream = tokio::net::UnixStream::connect(self.socket)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the knet agent at {} (is it running?)",
-                    self.socket.display()
-                )
-            })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            .with_context(|| format!("cannot reach the knet agent at {} (is it running?)", self.socket.display()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let payload = match body {
             Some(b) => Bytes::from(serde_json::to_vec(b)?),
@@ -88,10 +64,7 @@ impl<'a> Client<'a> {
             .header("host", "knet-agent")
             .header("content-type", "application/json")
             .body(Full::new(payload))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .context("request to the knet agent failed")?;
+        let resp = sender.send_request(req).await.context("request to the knet agent failed")?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         Ok((status, bytes))

@@ -68,12 +68,8 @@ async fn add_endpoint(
     State(agent): State<Shared>,
     body: Result<Json<AddEndpoint>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(req) = body.map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("malformed request: {}", e.body_text()),
-        )
-    })?;
+    let Json(req) =
+        body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed request: {}", e.body_text())))?;
     let endpoint = agent.lock().await.add_endpoint(&req).await?;
     Ok((StatusCode::CREATED, Json(endpoint)))
 }
@@ -82,12 +78,8 @@ async fn delete_endpoint(
     State(agent): State<Shared>,
     UrlPath(ip): UrlPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let ip: Ipv4Addr = ip.parse().map_err(|_| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("{ip:?} is not an IPv4 address"),
-        )
-    })?;
+    let ip: Ipv4Addr =
+        ip.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{ip:?} is not an IPv4 address")))?;
     let endpoint = agent.lock().await.delete_endpoint(ip)?;
     Ok(Json(endpoint))
 }
@@ -101,8 +93,8 @@ async fn datapath(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiE
 }
 
 async fn link_programs(UrlPath(ifname): UrlPath<String>) -> Result<impl IntoResponse, ApiError> {
-    let tcx_ingress = Dataplane::tcx_ingress_programs(&ifname)
-        .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{e:#}")))?;
+    let tcx_ingress =
+        Dataplane::tcx_ingress_programs(&ifname).map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{e:#}")))?;
     Ok(Json(LinkPrograms { tcx_ingress }))
 }
 
@@ -133,10 +125,8 @@ pub async fn serve(
 ) -> Result<()> {
     let listener = bind(socket).await?;
     tracing::info!(socket = %socket.display(), "API listening");
-    let result = axum::serve(listener, router(agent))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("API server failed");
+    let result =
+        axum::serve(listener, router(agent)).with_graceful_shutdown(shutdown).await.context("API server failed");
     let _ = std::fs::remove_file(socket);
     result
 }
@@ -151,11 +141,9 @@ async fn bind(socket: &Path) -> Result<UnixListener> {
         if tokio::net::UnixStream::connect(socket).await.is_ok() {
             bail!("another agent is already serving on {}", socket.display());
         }
-        std::fs::remove_file(socket)
-            .with_context(|| format!("cannot remove stale {}", socket.display()))?;
+        std::fs::remove_file(socket).with_context(|| format!("cannot remove stale {}", socket.display()))?;
     }
-    let listener =
-        UnixListener::bind(socket).with_context(|| format!("cannot bind {}", socket.display()))?;
+    let listener = UnixListener::bind(socket).with_context(|| format!("cannot bind {}", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", socket.display()))?;
     Ok(listener)

@@ -19,17 +19,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 fn classify(socket: &Path, e: anyhow::Error) -> CniError {
     let text = format!("{e:#}");
     if text.contains("agent refused") {
-        CniError::new(
-            code::AGENT_REFUSED,
-            format!("the knet agent refused: {text}"),
-        )
+        CniError::new(code::AGENT_REFUSED, format!("the knet agent refused: {text}"))
     } else {
         CniError::new(
             code::TRY_AGAIN_LATER,
-            format!(
-                "the knet agent at {} is not reachable (is it running?)",
-                socket.display()
-            ),
+            format!("the knet agent at {} is not reachable (is it running?)", socket.display()),
         )
         .with_details(text)
     }
@@ -44,10 +38,7 @@ async fn bounded<T>(
         Ok(r) => r.map_err(|e| classify(socket, e)),
         Err(_) => Err(CniError::new(
             code::TRY_AGAIN_LATER,
-            format!(
-                "the knet agent at {} did not answer within {limit:?}",
-                socket.display()
-            ),
+            format!("the knet agent at {} did not answer within {limit:?}", socket.display()),
         )),
     }
 }
@@ -59,36 +50,16 @@ pub async fn endpoints(socket: &Path) -> Result<Vec<Endpoint>, CniError> {
     bounded(socket, PROBE_TIMEOUT, client.get("/v1/endpoints")).await
 }
 
-pub async fn register(
-    socket: &Path,
-    ip: Ipv4Addr,
-    host_veth: &str,
-    pod_mac: MacAddr,
-) -> Result<Endpoint, CniError> {
+pub async fn register(socket: &Path, ip: Ipv4Addr, host_veth: &str, pod_mac: MacAddr) -> Result<Endpoint, CniError> {
     let client = Client::new(socket);
-    let req = AddEndpoint {
-        ip: ip.to_string(),
-        host_veth: host_veth.to_string(),
-        pod_mac: pod_mac.to_string(),
-    };
-    bounded(
-        socket,
-        Duration::from_secs(15),
-        client.post("/v1/endpoints", &req),
-    )
-    .await
+    let req = AddEndpoint { ip: ip.to_string(), host_veth: host_veth.to_string(), pod_mac: pod_mac.to_string() };
+    bounded(socket, Duration::from_secs(15), client.post("/v1/endpoints", &req)).await
 }
 
 /// Deletes the endpoint `ip`; one the agent does not know is fine.
 pub async fn unregister(socket: &Path, ip: Ipv4Addr) -> Result<(), CniError> {
     let client = Client::new(socket);
-    match bounded(
-        socket,
-        Duration::from_secs(15),
-        client.delete::<Endpoint>(&format!("/v1/endpoints/{ip}")),
-    )
-    .await
-    {
+    match bounded(socket, Duration::from_secs(15), client.delete::<Endpoint>(&format!("/v1/endpoints/{ip}"))).await {
         Ok(_) => Ok(()),
         Err(e) if e.code == code::AGENT_REFUSED && e.msg.contains("404") => Ok(()),
         Err(e) => Err(e),

@@ -35,30 +35,20 @@ pub fn problems(e: &Expected, o: &Observed) -> Vec<String> {
     let pod_mac = o.pod.link.as_ref().and_then(|l| l.mac);
 
     match &o.pod.link {
-        None => out.push(format!(
-            "interface {} is missing from the pod's namespace",
-            e.ifname
-        )),
+        None => out.push(format!("interface {} is missing from the pod's namespace", e.ifname)),
         Some(pod) => {
             if !pod.up {
                 out.push(format!("{} is down", e.ifname));
             }
             if pod.mtu != Some(e.mtu) {
-                out.push(format!(
-                    "{} has mtu {:?}, expected {}",
-                    e.ifname, pod.mtu, e.mtu
-                ));
+                out.push(format!("{} has mtu {:?}, expected {}", e.ifname, pod.mtu, e.mtu));
             }
             let want = Ipv4Net::new(e.ip, 32).expect("/32");
             if !o.pod.addresses.contains(&want) {
                 out.push(format!(
                     "{} lacks address {want} (has {:?})",
                     e.ifname,
-                    o.pod
-                        .addresses
-                        .iter()
-                        .map(|a| a.to_string())
-                        .collect::<Vec<_>>()
+                    o.pod.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>()
                 ));
             }
             match o.pod.gateway_neighbour {
@@ -76,23 +66,13 @@ pub fn problems(e: &Expected, o: &Observed) -> Vec<String> {
                     }
                 }
             }
-            let gateway_route = RouteEntry {
-                dst: Ipv4Net::new(POD_GATEWAY, 32).expect("/32"),
-                gateway: None,
-                oif: Some(pod.index),
-            };
+            let gateway_route =
+                RouteEntry { dst: Ipv4Net::new(POD_GATEWAY, 32).expect("/32"), gateway: None, oif: Some(pod.index) };
             if !o.pod.routes.contains(&gateway_route) {
-                out.push(format!(
-                    "no route {POD_GATEWAY} dev {} scope link",
-                    e.ifname
-                ));
+                out.push(format!("no route {POD_GATEWAY} dev {} scope link", e.ifname));
             }
             for dst in &e.routes {
-                let want = RouteEntry {
-                    dst: *dst,
-                    gateway: Some(POD_GATEWAY),
-                    oif: Some(pod.index),
-                };
+                let want = RouteEntry { dst: *dst, gateway: Some(POD_GATEWAY), oif: Some(pod.index) };
                 if !o.pod.routes.contains(&want) {
                     out.push(format!("no route {dst} via {POD_GATEWAY} dev {}", e.ifname));
                 }
@@ -104,24 +84,14 @@ pub fn problems(e: &Expected, o: &Observed) -> Vec<String> {
         None => out.push(format!("host veth {} is missing", e.host_veth)),
         Some(host) => {
             if host.alias.as_deref() != Some(e.owner_alias.as_str()) {
-                out.push(format!(
-                    "host veth {} belongs to {:?}, not {:?}",
-                    e.host_veth, host.alias, e.owner_alias
-                ));
+                out.push(format!("host veth {} belongs to {:?}, not {:?}", e.host_veth, host.alias, e.owner_alias));
             }
             if !host.up {
                 out.push(format!("host veth {} is down", e.host_veth));
             }
-            let want = RouteEntry {
-                dst: Ipv4Net::new(e.ip, 32).expect("/32"),
-                gateway: None,
-                oif: Some(host.index),
-            };
+            let want = RouteEntry { dst: Ipv4Net::new(e.ip, 32).expect("/32"), gateway: None, oif: Some(host.index) };
             if !o.node_routes.contains(&want) {
-                out.push(format!(
-                    "the node has no route {}/32 dev {}",
-                    e.ip, e.host_veth
-                ));
+                out.push(format!("the node has no route {}/32 dev {}", e.ip, e.host_veth));
             }
         }
     }
@@ -130,10 +100,7 @@ pub fn problems(e: &Expected, o: &Observed) -> Vec<String> {
         None => out.push(format!("the agent has no endpoint {}", e.ip)),
         Some(ep) => {
             if ep.host_veth != e.host_veth {
-                out.push(format!(
-                    "the agent's endpoint {} is on {}, not {}",
-                    e.ip, ep.host_veth, e.host_veth
-                ));
+                out.push(format!("the agent's endpoint {} is on {}, not {}", e.ip, ep.host_veth, e.host_veth));
             }
             if pod_mac.is_some() && Some(ep.pod_mac) != pod_mac {
                 out.push(format!(
@@ -181,16 +148,8 @@ mod tests {
                 addresses: vec!["10.244.0.5/32".parse().unwrap()],
                 gateway_neighbour: Some((Some(HOST_MAC), true)),
                 routes: vec![
-                    RouteEntry {
-                        dst: "169.254.1.1/32".parse().unwrap(),
-                        gateway: None,
-                        oif: Some(2),
-                    },
-                    RouteEntry {
-                        dst: "0.0.0.0/0".parse().unwrap(),
-                        gateway: Some(POD_GATEWAY),
-                        oif: Some(2),
-                    },
+                    RouteEntry { dst: "169.254.1.1/32".parse().unwrap(), gateway: None, oif: Some(2) },
+                    RouteEntry { dst: "0.0.0.0/0".parse().unwrap(), gateway: Some(POD_GATEWAY), oif: Some(2) },
                 ],
             },
             host: Some(Link {
@@ -201,11 +160,7 @@ mod tests {
                 alias: Some("knet c1 eth0".into()),
                 up: true,
             }),
-            node_routes: vec![RouteEntry {
-                dst: "10.244.0.5/32".parse().unwrap(),
-                gateway: None,
-                oif: Some(9),
-            }],
+            node_routes: vec![RouteEntry { dst: "10.244.0.5/32".parse().unwrap(), gateway: None, oif: Some(9) }],
             endpoints: vec![Endpoint {
                 ip: Ipv4Addr::new(10, 244, 0, 5),
                 host_veth: "knetabc".into(),
@@ -230,14 +185,8 @@ mod tests {
             (|o| o.pod.link.as_mut().unwrap().mtu = Some(9000), "mtu"),
             (|o| o.pod.addresses.clear(), "lacks address 10.244.0.5/32"),
             (|o| o.pod.gateway_neighbour = None, "no neighbour entry"),
-            (
-                |o| o.pod.gateway_neighbour = Some((Some(POD_MAC), true)),
-                "neighbour entry has MAC",
-            ),
-            (
-                |o| o.pod.gateway_neighbour = Some((Some(HOST_MAC), false)),
-                "not permanent",
-            ),
+            (|o| o.pod.gateway_neighbour = Some((Some(POD_MAC), true)), "neighbour entry has MAC"),
+            (|o| o.pod.gateway_neighbour = Some((Some(HOST_MAC), false)), "not permanent"),
             (|o| o.pod.routes.truncate(1), "no route 0.0.0.0/0"),
             (
                 |o| {
@@ -256,10 +205,7 @@ mod tests {
             let mut o = healthy();
             break_it(&mut o);
             let p = problems(&expected(), &o);
-            assert!(
-                p.iter().any(|line| line.contains(needle)),
-                "{needle:?} not in {p:?}"
-            );
+            assert!(p.iter().any(|line| line.contains(needle)), "{needle:?} not in {p:?}");
         }
     }
 }

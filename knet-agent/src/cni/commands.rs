@@ -31,9 +31,7 @@ pub fn run(get: &impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<String
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            CniError::new(code::IO, "cannot build a runtime").with_details(e.to_string())
-        })?;
+        .map_err(|e| CniError::new(code::IO, "cannot build a runtime").with_details(e.to_string()))?;
     runtime.block_on(async {
         match command {
             Command::Add => add(&args, &conf, stdin).await.map(|r| to_json(&r)),
@@ -94,8 +92,7 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
     let alias = names::owner_alias(&args.container_id, &args.ifname);
     let node = wiring::connect()?;
     let ifname = args.ifname.clone();
-    let in_pod =
-        netns::run_in(&ns, move |h| async move { wiring::link(&h, &ifname).await }).await?;
+    let in_pod = netns::run_in(&ns, move |h| async move { wiring::link(&h, &ifname).await }).await?;
     if in_pod.is_some() {
         return Err(CniError::new(
             code::ALREADY_EXISTS,
@@ -116,18 +113,7 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
     agent::endpoints(&conf.agent_socket).await?;
 
     let mut done = Done::default();
-    match add_steps(
-        args,
-        conf,
-        stdin,
-        &ns,
-        &node,
-        &ipam_plugin,
-        &mut done,
-        (&host, &peer, &alias),
-    )
-    .await
-    {
+    match add_steps(args, conf, stdin, &ns, &node, &ipam_plugin, &mut done, (&host, &peer, &alias)).await {
         Ok(result) => Ok(result),
         Err(e) => {
             done.undo(&node, &conf.agent_socket, stdin).await;
@@ -149,17 +135,10 @@ async fn add_steps(
 ) -> Result<CniResult, CniError> {
     wiring::create_veth(node, host, peer, conf.mtu).await?;
     done.veth = Some(host.to_string());
-    let missing =
-        |name: &str| CniError::new(code::NETLINK, format!("{name} vanished after creation"));
-    let host_link = wiring::link(node, host)
-        .await?
-        .ok_or_else(|| missing(host))?;
-    let peer_link = wiring::link(node, peer)
-        .await?
-        .ok_or_else(|| missing(peer))?;
-    let host_mac = host_link
-        .mac
-        .ok_or_else(|| CniError::new(code::NETLINK, format!("{host} has no MAC address")))?;
+    let missing = |name: &str| CniError::new(code::NETLINK, format!("{name} vanished after creation"));
+    let host_link = wiring::link(node, host).await?.ok_or_else(|| missing(host))?;
+    let peer_link = wiring::link(node, peer).await?.ok_or_else(|| missing(peer))?;
+    let host_mac = host_link.mac.ok_or_else(|| CniError::new(code::NETLINK, format!("{host} has no MAC address")))?;
     wiring::set_up(node, host_link.index, Some(alias), None).await?;
     wiring::move_to_netns(node, peer_link.index, ns.as_fd(), &args.ifname).await?;
 
@@ -171,23 +150,14 @@ async fn add_steps(
     let routes = spec::pod_routes(&ipam_result);
 
     let (ifname, mtu, pod_routes) = (args.ifname.clone(), conf.mtu, routes.clone());
-    let pod = netns::run_in(ns, move |h| {
-        wiring::configure_pod(h, ifname, ip, mtu, host_mac, pod_routes)
-    })
-    .await?;
-    let pod_mac = pod
-        .mac
-        .ok_or_else(|| CniError::new(code::NETLINK, "the pod's interface has no MAC address"))?;
+    let pod = netns::run_in(ns, move |h| wiring::configure_pod(h, ifname, ip, mtu, host_mac, pod_routes)).await?;
+    let pod_mac = pod.mac.ok_or_else(|| CniError::new(code::NETLINK, "the pod's interface has no MAC address"))?;
     wiring::add_host_route(node, ip, host_link.index).await?;
 
     agent::register(&conf.agent_socket, ip, host, pod_mac).await?;
     done.endpoint = Some(ip);
 
-    let dns = if ipam_result.dns.is_empty() {
-        conf.dns.clone()
-    } else {
-        ipam_result.dns.clone()
-    };
+    let dns = if ipam_result.dns.is_empty() { conf.dns.clone() } else { ipam_result.dns.clone() };
     Ok(spec::add_result(spec::AddOutcome {
         version: &conf.cni_version,
         host_veth: host,
@@ -262,10 +232,7 @@ async fn check(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniEr
     if !spec::supports_check(&conf.cni_version) {
         return Err(CniError::new(
             code::INCOMPATIBLE_VERSION,
-            format!(
-                "cniVersion {} has no CHECK (0.4.0 and later)",
-                conf.cni_version
-            ),
+            format!("cniVersion {} has no CHECK (0.4.0 and later)", conf.cni_version),
         ));
     }
     let prev = conf
@@ -275,10 +242,7 @@ async fn check(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniEr
     let ip = prev.pod_ipv4(&args.ifname).ok_or_else(|| {
         CniError::new(
             code::INVALID_CONFIG,
-            format!(
-                "prevResult has no IPv4 address for sandbox interface {}",
-                args.ifname
-            ),
+            format!("prevResult has no IPv4 address for sandbox interface {}", args.ifname),
         )
     })?;
     let netns_path = args.netns.as_ref().expect("CHECK requires CNI_NETNS");
@@ -317,11 +281,7 @@ async fn check(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniEr
     } else {
         Err(CniError::new(
             code::CHECK_FAILED,
-            format!(
-                "pod {} is not wired as ADD left it: {}",
-                ip.addr(),
-                problems.join("; ")
-            ),
+            format!("pod {} is not wired as ADD left it: {}", ip.addr(), problems.join("; ")),
         ))
     }
 }

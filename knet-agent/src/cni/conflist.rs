@@ -16,11 +16,7 @@ pub struct ConflistOptions<'a> {
 
 impl<'a> ConflistOptions<'a> {
     pub fn new(pod_cidr: Ipv4Net) -> Self {
-        ConflistOptions {
-            pod_cidr,
-            mtu: DEFAULT_MTU,
-            agent_socket: Path::new(DEFAULT_AGENT_SOCKET),
-        }
+        ConflistOptions { pod_cidr, mtu: DEFAULT_MTU, agent_socket: Path::new(DEFAULT_AGENT_SOCKET) }
     }
 }
 
@@ -52,14 +48,9 @@ pub fn conflist(o: &ConflistOptions<'_>) -> Value {
 pub fn write(path: &Path, value: &Value) -> anyhow::Result<()> {
     use anyhow::Context;
     let text = serde_json::to_string_pretty(value)? + "\n";
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} names no file", path.display()))?;
+    let file_name = path.file_name().with_context(|| format!("{} names no file", path.display()))?;
     let tmp = dir.join(format!(".{}.tmp", file_name.to_string_lossy()));
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| {
@@ -82,16 +73,10 @@ mod tests {
         assert_eq!(plugins.len(), 2);
         assert_eq!(plugins[0]["type"], "knet");
         assert_eq!(plugins[0]["ipam"]["type"], "host-local");
-        assert_eq!(
-            plugins[0]["ipam"]["ranges"],
-            json!([[{"subnet": "10.244.3.0/24"}]])
-        );
+        assert_eq!(plugins[0]["ipam"]["ranges"], json!([[{"subnet": "10.244.3.0/24"}]]));
         assert_eq!(plugins[0]["agentSocket"], "/run/knet/agent.sock");
         assert_eq!(plugins[0]["mtu"], 1500);
-        assert_eq!(
-            plugins[1],
-            json!({"type": "portmap", "capabilities": {"portMappings": true}})
-        );
+        assert_eq!(plugins[1], json!({"type": "portmap", "capabilities": {"portMappings": true}}));
     }
 
     #[test]

@@ -36,9 +36,7 @@ pub fn command(get: &impl Fn(&str) -> Option<String>) -> Result<Command, CniErro
         Some("DEL") => Ok(Command::Del),
         Some("CHECK") => Ok(Command::Check),
         Some("VERSION") => Ok(Command::Version),
-        Some(other) => Err(env_error(format!(
-            "unknown CNI_COMMAND {other:?} (knet knows ADD, DEL, CHECK, VERSION)"
-        ))),
+        Some(other) => Err(env_error(format!("unknown CNI_COMMAND {other:?} (knet knows ADD, DEL, CHECK, VERSION)"))),
         None => Err(env_error("CNI_COMMAND is not set")),
     }
 }
@@ -64,25 +62,13 @@ pub fn args(command: Command, get: &impl Fn(&str) -> Option<String>) -> Result<C
     };
     let ifname = required("CNI_IFNAME")?;
     if !valid_ifname(&ifname) {
-        return Err(env_error(format!(
-            "CNI_IFNAME {ifname:?} is not a valid interface name"
-        )));
+        return Err(env_error(format!("CNI_IFNAME {ifname:?} is not a valid interface name")));
     }
-    let path: Vec<PathBuf> = required("CNI_PATH")?
-        .split(':')
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .collect();
+    let path: Vec<PathBuf> = required("CNI_PATH")?.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
     if path.is_empty() {
         return Err(env_error("CNI_PATH names no directory"));
     }
-    Ok(CniArgs {
-        command,
-        container_id,
-        netns,
-        ifname,
-        path,
-    })
+    Ok(CniArgs { command, container_id, netns, ifname, path })
 }
 
 fn valid_container_id(id: &str) -> bool {
@@ -97,9 +83,7 @@ pub fn valid_ifname(name: &str) -> bool {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
 }
 
 #[cfg(test)]
@@ -108,10 +92,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k: &str| map.get(k).cloned()
     }
 
@@ -131,10 +112,7 @@ mod tests {
         assert_eq!(a.container_id, "abc123");
         assert_eq!(a.netns, Some(PathBuf::from("/run/netns/p")));
         assert_eq!(a.ifname, "eth0");
-        assert_eq!(
-            a.path,
-            vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]
-        );
+        assert_eq!(a.path, vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")]);
     }
 
     #[test]
@@ -163,25 +141,14 @@ mod tests {
             ("CNI_CONTAINERID", "a b"),
             ("CNI_PATH", ":"),
         ] {
-            let pairs: Vec<_> = FULL
-                .iter()
-                .map(|(k, v)| (*k, if *k == key { bad } else { *v }))
-                .collect();
-            assert_eq!(
-                args(Command::Add, &env(&pairs)).unwrap_err().code,
-                4,
-                "{key}={bad}"
-            );
+            let pairs: Vec<_> = FULL.iter().map(|(k, v)| (*k, if *k == key { bad } else { *v })).collect();
+            assert_eq!(args(Command::Add, &env(&pairs)).unwrap_err().code, 4, "{key}={bad}");
         }
     }
 
     #[test]
     fn del_does_without_a_netns() {
-        let pairs: Vec<_> = FULL
-            .iter()
-            .copied()
-            .filter(|(k, _)| *k != "CNI_NETNS")
-            .collect();
+        let pairs: Vec<_> = FULL.iter().copied().filter(|(k, _)| *k != "CNI_NETNS").collect();
         assert_eq!(args(Command::Del, &env(&pairs)).unwrap().netns, None);
         assert!(args(Command::Check, &env(&pairs)).is_err());
     }

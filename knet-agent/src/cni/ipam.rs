@@ -22,19 +22,13 @@ pub fn find(plugin: &str, cni_path: &[PathBuf]) -> Result<PathBuf, CniError> {
     cni_path
         .iter()
         .map(|dir| dir.join(plugin))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
         .ok_or_else(|| {
             CniError::new(
                 code::INVALID_CONFIG,
                 format!(
                     "IPAM plugin {plugin:?} (ipam.type) not found in CNI_PATH {}",
-                    cni_path
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(":")
+                    cni_path.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":")
                 ),
             )
         })
@@ -42,15 +36,8 @@ pub fn find(plugin: &str, cni_path: &[PathBuf]) -> Result<PathBuf, CniError> {
 
 /// Runs `plugin` with `CNI_COMMAND=command`; its parsed result for ADD,
 /// `None` for DEL and CHECK. A plugin error keeps the plugin's own code.
-pub async fn exec(
-    plugin: &Path,
-    command: &str,
-    netconf: &[u8],
-) -> Result<Option<CniResult>, CniError> {
-    let name = plugin
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+pub async fn exec(plugin: &Path, command: &str, netconf: &[u8]) -> Result<Option<CniResult>, CniError> {
+    let name = plugin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let io_err = |what: &str, e: std::io::Error| {
         CniError::new(code::IO, format!("IPAM plugin {name}: {what}")).with_details(e.to_string())
     };
@@ -82,29 +69,20 @@ pub async fn exec(
     if !out.status.success() {
         return Err(match serde_json::from_slice::<ErrorJson>(&out.stdout) {
             Ok(e) => CniError::from_plugin(&format!("IPAM plugin {name} {command}"), e),
-            Err(_) => CniError::new(
-                code::IPAM_RESULT,
-                format!("IPAM plugin {name} {command} failed ({})", out.status),
-            )
-            .with_details(format!(
-                "stdout: {} stderr: {}",
-                String::from_utf8_lossy(&out.stdout).trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
+            Err(_) => CniError::new(code::IPAM_RESULT, format!("IPAM plugin {name} {command} failed ({})", out.status))
+                .with_details(format!(
+                    "stdout: {} stderr: {}",
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
         });
     }
     if command != "ADD" {
         return Ok(None);
     }
     serde_json::from_slice(&out.stdout).map(Some).map_err(|e| {
-        CniError::new(
-            code::IPAM_RESULT,
-            format!("IPAM plugin {name} printed no CNI result"),
-        )
-        .with_details(format!(
-            "{e}: {}",
-            String::from_utf8_lossy(&out.stdout).trim()
-        ))
+        CniError::new(code::IPAM_RESULT, format!("IPAM plugin {name} printed no CNI result"))
+            .with_details(format!("{e}: {}", String::from_utf8_lossy(&out.stdout).trim()))
     })
 }
 

@@ -36,14 +36,12 @@ pub fn main() -> ExitCode {
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let version = spec::version_of(&stdin).unwrap_or_else(|| spec::LATEST_VERSION.to_string());
-    let outcome = match read {
-        Ok(_) => commands::run(&|k: &str| std::env::var(k).ok(), &stdin),
-        Err(e) => Err(spec::CniError::new(
-            spec::code::IO,
-            "cannot read the configuration on stdin",
-        )
-        .with_details(e.to_string())),
-    };
+    let outcome =
+        match read {
+            Ok(_) => commands::run(&|k: &str| std::env::var(k).ok(), &stdin),
+            Err(e) => Err(spec::CniError::new(spec::code::IO, "cannot read the configuration on stdin")
+                .with_details(e.to_string())),
+        };
     let mut out = std::io::stdout().lock();
     match outcome {
         Ok(text) => {

@@ -67,9 +67,8 @@ mod tests {
 
     #[test]
     fn thousands_of_containers_get_distinct_names() {
-        let names: std::collections::HashSet<String> = (0..5000)
-            .map(|i| host_veth(&format!("container-{i}"), "eth0"))
-            .collect();
+        let names: std::collections::HashSet<String> =
+            (0..5000).map(|i| host_veth(&format!("container-{i}"), "eth0")).collect();
         assert_eq!(names.len(), 5000);
     }
 }

@@ -19,24 +19,15 @@ use super::spec::{code, CniError};
 pub fn open(path: &Path) -> Result<File, CniError> {
     let file = File::open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            CniError::new(
-                code::UNKNOWN_CONTAINER,
-                format!("network namespace {} does not exist", path.display()),
-            )
+            CniError::new(code::UNKNOWN_CONTAINER, format!("network namespace {} does not exist", path.display()))
         } else {
-            CniError::new(
-                code::INVALID_ENV,
-                format!("cannot open CNI_NETNS {}", path.display()),
-            )
-            .with_details(e.to_string())
+            CniError::new(code::INVALID_ENV, format!("cannot open CNI_NETNS {}", path.display()))
+                .with_details(e.to_string())
         }
     })?;
     let is_nsfs = fstatfs(&file).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC);
     if !is_nsfs {
-        return Err(CniError::new(
-            code::INVALID_ENV,
-            format!("CNI_NETNS {} is not a namespace file", path.display()),
-        ));
+        return Err(CniError::new(code::INVALID_ENV, format!("CNI_NETNS {} is not a namespace file", path.display())));
     }
     Ok(file)
 }
@@ -48,24 +39,17 @@ where
     F: FnOnce(Handle) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, CniError>>,
 {
-    let ns = ns.try_clone().map_err(|e| {
-        CniError::new(code::IO, "cannot duplicate the netns descriptor").with_details(e.to_string())
-    })?;
+    let ns = ns
+        .try_clone()
+        .map_err(|e| CniError::new(code::IO, "cannot duplicate the netns descriptor").with_details(e.to_string()))?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("knet-podns".into())
         .spawn(move || {
             let _ = tx.send(enter_and_run(ns, work));
         })
-        .map_err(|e| {
-            CniError::new(code::IO, "cannot start a thread").with_details(e.to_string())
-        })?;
-    rx.await.unwrap_or_else(|_| {
-        Err(CniError::new(
-            code::IO,
-            "the thread working in the pod's namespace died",
-        ))
-    })
+        .map_err(|e| CniError::new(code::IO, "cannot start a thread").with_details(e.to_string()))?;
+    rx.await.unwrap_or_else(|_| Err(CniError::new(code::IO, "the thread working in the pod's namespace died")))
 }
 
 fn enter_and_run<T, F, Fut>(ns: File, work: F) -> Result<T, CniError>
@@ -74,18 +58,13 @@ where
     Fut: Future<Output = Result<T, CniError>>,
 {
     setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| {
-        CniError::new(
-            code::INVALID_ENV,
-            "CNI_NETNS is not a network namespace knet can enter",
-        )
-        .with_details(e.to_string())
+        CniError::new(code::INVALID_ENV, "CNI_NETNS is not a network namespace knet can enter")
+            .with_details(e.to_string())
     })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            CniError::new(code::IO, "cannot build a runtime").with_details(e.to_string())
-        })?;
+        .map_err(|e| CniError::new(code::IO, "cannot build a runtime").with_details(e.to_string()))?;
     runtime.block_on(async move {
         let handle = super::wiring::connect()?;
         work(handle).await

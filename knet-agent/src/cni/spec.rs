@@ -60,11 +60,7 @@ pub struct CniError {
 
 impl CniError {
     pub fn new(code: u32, msg: impl Into<String>) -> Self {
-        CniError {
-            code,
-            msg: msg.into(),
-            details: String::new(),
-        }
+        CniError { code, msg: msg.into(), details: String::new() }
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -74,11 +70,7 @@ impl CniError {
 
     /// An error of another plugin (IPAM), kept with its own code.
     pub fn from_plugin(plugin: &str, e: ErrorJson) -> Self {
-        CniError {
-            code: e.code,
-            msg: format!("{plugin}: {}", e.msg),
-            details: e.details,
-        }
+        CniError { code: e.code, msg: format!("{plugin}: {}", e.msg), details: e.details }
     }
 
     pub fn to_json(&self, version: &str) -> ErrorJson {
@@ -141,9 +133,7 @@ pub struct VersionInfo {
 
 impl VersionInfo {
     pub fn new(requested: Option<&str>) -> Self {
-        let cni_version = requested
-            .filter(|v| is_supported(v))
-            .unwrap_or(LATEST_VERSION);
+        let cni_version = requested.filter(|v| is_supported(v)).unwrap_or(LATEST_VERSION);
         VersionInfo {
             cni_version: cni_version.to_string(),
             supported_versions: SUPPORTED_VERSIONS.iter().map(|s| s.to_string()).collect(),
@@ -205,45 +195,26 @@ pub fn version_of(stdin: &[u8]) -> Option<String> {
 /// wrong an invalid network configuration (7).
 pub fn parse_netconf(stdin: &[u8]) -> Result<NetConf, CniError> {
     let value: Value = serde_json::from_slice(stdin).map_err(|e| {
-        CniError::new(
-            code::DECODE,
-            "the network configuration on stdin is not valid JSON",
-        )
-        .with_details(e.to_string())
+        CniError::new(code::DECODE, "the network configuration on stdin is not valid JSON").with_details(e.to_string())
     })?;
     let Some(obj) = value.as_object() else {
-        return Err(CniError::new(
-            code::DECODE,
-            "the network configuration on stdin is not a JSON object",
-        ));
+        return Err(CniError::new(code::DECODE, "the network configuration on stdin is not a JSON object"));
     };
     match obj.get("cniVersion") {
         Some(Value::String(v)) if is_supported(v) => {}
         Some(Value::String(v)) => {
             return Err(CniError::new(
                 code::INCOMPATIBLE_VERSION,
-                format!(
-                    "cniVersion {v:?} is not supported; knet supports {}",
-                    SUPPORTED_VERSIONS.join(", ")
-                ),
+                format!("cniVersion {v:?} is not supported; knet supports {}", SUPPORTED_VERSIONS.join(", ")),
             ))
         }
         Some(other) => {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                format!("cniVersion must be a string, not {other}"),
-            ))
+            return Err(CniError::new(code::INVALID_CONFIG, format!("cniVersion must be a string, not {other}")))
         }
-        None => {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                "the network configuration has no cniVersion",
-            ))
-        }
+        None => return Err(CniError::new(code::INVALID_CONFIG, "the network configuration has no cniVersion")),
     }
     let raw: RawNetConf = serde_json::from_value(value).map_err(|e| {
-        CniError::new(code::INVALID_CONFIG, "invalid network configuration")
-            .with_details(e.to_string())
+        CniError::new(code::INVALID_CONFIG, "invalid network configuration").with_details(e.to_string())
     })?;
     validate(raw)
 }
@@ -254,10 +225,7 @@ fn invalid(msg: impl Into<String>) -> CniError {
 
 fn validate(raw: RawNetConf) -> Result<NetConf, CniError> {
     if !valid_network_name(&raw.name) {
-        return Err(invalid(format!(
-            "network name {:?} must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
-            raw.name
-        )));
+        return Err(invalid(format!("network name {:?} must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", raw.name)));
     }
     if raw.plugin_type.is_empty() {
         return Err(invalid("type is empty"));
@@ -266,37 +234,27 @@ fn validate(raw: RawNetConf) -> Result<NetConf, CniError> {
     if !(68..=65535).contains(&mtu) {
         return Err(invalid(format!("mtu {mtu} is outside 68..=65535")));
     }
-    let agent_socket = raw
-        .agent_socket
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_AGENT_SOCKET));
+    let agent_socket = raw.agent_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_AGENT_SOCKET));
     if !agent_socket.is_absolute() {
-        return Err(invalid(format!(
-            "agentSocket {} is not an absolute path",
-            agent_socket.display()
-        )));
+        return Err(invalid(format!("agentSocket {} is not an absolute path", agent_socket.display())));
     }
     let Some(ipam) = raw.ipam else {
-        return Err(invalid(
-            "knet needs an ipam section (e.g. {\"type\": \"host-local\", ...})",
-        ));
+        return Err(invalid("knet needs an ipam section (e.g. {\"type\": \"host-local\", ...})"));
     };
     if ipam.plugin_type.is_empty()
         || ipam.plugin_type.contains('/')
         || ipam.plugin_type == "."
         || ipam.plugin_type == ".."
     {
-        return Err(invalid(format!(
-            "ipam.type {:?} is not a plugin name",
-            ipam.plugin_type
-        )));
+        return Err(invalid(format!("ipam.type {:?} is not a plugin name", ipam.plugin_type)));
     }
-    let prev_result = match raw.prev_result {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(serde_json::from_value(v).map_err(|e| {
-            CniError::new(code::DECODE, "prevResult is not a CNI result")
-                .with_details(e.to_string())
-        })?),
-    };
+    let prev_result =
+        match raw.prev_result {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(serde_json::from_value(v).map_err(|e| {
+                CniError::new(code::DECODE, "prevResult is not a CNI result").with_details(e.to_string())
+            })?),
+        };
     Ok(NetConf {
         cni_version: raw.cni_version,
         name: raw.name,
@@ -392,20 +350,14 @@ impl CniResult {
         let v6 = self.ips.len() - v4.len();
         match (v4.as_slice(), v6) {
             ([one], 0) => Ok(*one),
-            ([], _) => Err(CniError::new(
-                code::IPAM_RESULT,
-                "the IPAM plugin returned no IPv4 address",
-            )),
+            ([], _) => Err(CniError::new(code::IPAM_RESULT, "the IPAM plugin returned no IPv4 address")),
             ([_], _) => Err(CniError::new(
                 code::UNSUPPORTED_FIELD,
                 "the IPAM plugin returned an IPv6 address; knet is IPv4-only (ipam ranges)",
             )),
             _ => Err(CniError::new(
                 code::IPAM_RESULT,
-                format!(
-                    "the IPAM plugin returned {} IPv4 addresses; knet gives a pod one",
-                    v4.len()
-                ),
+                format!("the IPAM plugin returned {} IPv4 addresses; knet gives a pod one", v4.len()),
             )),
         }
     }
@@ -455,16 +407,8 @@ pub fn add_result(o: AddOutcome<'_>) -> CniResult {
     CniResult {
         cni_version: o.version.to_string(),
         interfaces: vec![
-            Interface {
-                name: o.host_veth.to_string(),
-                mac: o.host_mac.to_string(),
-                sandbox: None,
-            },
-            Interface {
-                name: o.ifname.to_string(),
-                mac: o.pod_mac.to_string(),
-                sandbox: Some(o.sandbox.to_string()),
-            },
+            Interface { name: o.host_veth.to_string(), mac: o.host_mac.to_string(), sandbox: None },
+            Interface { name: o.ifname.to_string(), mac: o.pod_mac.to_string(), sandbox: Some(o.sandbox.to_string()) },
         ],
         ips: vec![IpConfig {
             version: None,
@@ -472,14 +416,7 @@ pub fn add_result(o: AddOutcome<'_>) -> CniResult {
             gateway: Some(IpAddr::V4(POD_GATEWAY)),
             interface: Some(1),
         }],
-        routes: o
-            .routes
-            .iter()
-            .map(|dst| Route {
-                dst: IpNet::V4(*dst),
-                gw: Some(IpAddr::V4(POD_GATEWAY)),
-            })
-            .collect(),
+        routes: o.routes.iter().map(|dst| Route { dst: IpNet::V4(*dst), gw: Some(IpAddr::V4(POD_GATEWAY)) }).collect(),
         dns: o.dns,
     }
     .for_version(o.version)
@@ -525,8 +462,7 @@ mod tests {
     #[test]
     fn reads_mtu_socket_and_ignores_unknown_keys() {
         let c = parse_netconf(
-            conf(r#","mtu":1400,"agentSocket":"/tmp/a.sock","runtimeConfig":{"x":1},"args":{}"#)
-                .as_bytes(),
+            conf(r#","mtu":1400,"agentSocket":"/tmp/a.sock","runtimeConfig":{"x":1},"args":{}"#).as_bytes(),
         )
         .unwrap();
         assert_eq!(c.mtu, 1400);
@@ -590,10 +526,7 @@ mod tests {
     fn error_json_has_the_spec_fields() {
         let e = CniError::new(code::TRY_AGAIN_LATER, "agent down").with_details("ENOENT");
         let v = serde_json::to_value(e.to_json("0.4.0")).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"cniVersion":"0.4.0","code":11,"msg":"agent down","details":"ENOENT"})
-        );
+        assert_eq!(v, serde_json::json!({"cniVersion":"0.4.0","code":11,"msg":"agent down","details":"ENOENT"}));
         let plugin_err: ErrorJson =
             serde_json::from_str(r#"{"cniVersion":"1.0.0","code":7,"msg":"no range"}"#).unwrap();
         let e = CniError::from_plugin("host-local", plugin_err);
@@ -608,17 +541,11 @@ mod tests {
         assert!(supports_check("0.4.0") && supports_check("1.0.0"));
         assert!(!supports_check("0.3.1"));
         assert_eq!(parse_version("1.0"), None);
-        assert_eq!(
-            version_of(br#"{"cniVersion":"0.4.0"}"#).as_deref(),
-            Some("0.4.0")
-        );
+        assert_eq!(version_of(br#"{"cniVersion":"0.4.0"}"#).as_deref(), Some("0.4.0"));
         assert_eq!(version_of(br#"{"cniVersion":"7"}"#), None);
         let v = serde_json::to_value(VersionInfo::new(Some("0.3.1"))).unwrap();
         assert_eq!(v["cniVersion"], "0.3.1");
-        assert_eq!(
-            v["supportedVersions"],
-            serde_json::json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0"])
-        );
+        assert_eq!(v["supportedVersions"], serde_json::json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0"]));
         assert_eq!(VersionInfo::new(Some("2.0.0")).cni_version, "1.0.0");
     }
 
@@ -664,10 +591,7 @@ mod tests {
         let text = serde_json::to_string(&r).unwrap();
         let back: CniResult = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
-        assert_eq!(
-            back.pod_ipv4("eth0"),
-            Some("10.244.0.5/32".parse().unwrap())
-        );
+        assert_eq!(back.pod_ipv4("eth0"), Some("10.244.0.5/32".parse().unwrap()));
         assert_eq!(back.pod_ipv4("eth1"), None);
         // The host veth's entry has no sandbox: never the pod's address.
         assert_eq!(back.pod_ipv4("knet0123456789a"), None);
@@ -679,20 +603,14 @@ mod tests {
             r#"{"cniVersion":"0.4.0","ips":[{"version":"4","address":"10.244.0.2/24","gateway":"10.244.0.1"}],"dns":{}}"#,
         )
         .unwrap();
-        assert_eq!(
-            host_local.single_ipv4().unwrap(),
-            "10.244.0.2/24".parse().unwrap()
-        );
+        assert_eq!(host_local.single_ipv4().unwrap(), "10.244.0.2/24".parse().unwrap());
         let none: CniResult = serde_json::from_str(r#"{"cniVersion":"1.0.0","ips":[]}"#).unwrap();
         assert_eq!(none.single_ipv4().unwrap_err().code, code::IPAM_RESULT);
         let dual: CniResult = serde_json::from_str(
             r#"{"cniVersion":"1.0.0","ips":[{"address":"10.244.0.2/24"},{"address":"fd00::2/64"}]}"#,
         )
         .unwrap();
-        assert_eq!(
-            dual.single_ipv4().unwrap_err().code,
-            code::UNSUPPORTED_FIELD
-        );
+        assert_eq!(dual.single_ipv4().unwrap_err().code, code::UNSUPPORTED_FIELD);
         let two: CniResult = serde_json::from_str(
             r#"{"cniVersion":"1.0.0","ips":[{"address":"10.244.0.2/24"},{"address":"10.244.0.3/24"}]}"#,
         )
@@ -706,12 +624,6 @@ mod tests {
             r#"{"cniVersion":"1.0.0","ips":[],"routes":[{"dst":"0.0.0.0/0"},{"dst":"10.96.0.1/12","gw":"10.244.0.1"},{"dst":"fd00::/8"}]}"#,
         )
         .unwrap();
-        assert_eq!(
-            pod_routes(&ipam),
-            vec![
-                "0.0.0.0/0".parse::<Ipv4Net>().unwrap(),
-                "10.96.0.0/12".parse().unwrap()
-            ]
-        );
+        assert_eq!(pod_routes(&ipam), vec!["0.0.0.0/0".parse::<Ipv4Net>().unwrap(), "10.96.0.0/12".parse().unwrap()]);
     }
 }

@@ -38,9 +38,8 @@ fn errno_of(e: &rtnetlink::Error) -> Option<Errno> {
 /// Opens a netlink socket in the calling thread's namespace; its connection
 /// runs on the current runtime.
 pub fn connect() -> Result<Handle, CniError> {
-    let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| {
-        CniError::new(code::NETLINK, "cannot open a netlink socket").with_details(e.to_string())
-    })?;
+    let (connection, handle, _) = rtnetlink::new_connection()
+        .map_err(|e| CniError::new(code::NETLINK, "cannot open a netlink socket").with_details(e.to_string()))?;
     tokio::spawn(connection);
     Ok(handle)
 }
@@ -68,9 +67,7 @@ fn link_from(msg: LinkMessage) -> Link {
     for attr in msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n,
-            LinkAttribute::Address(b) => {
-                link.mac = <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr)
-            }
+            LinkAttribute::Address(b) => link.mac = <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr),
             LinkAttribute::Mtu(m) => link.mtu = Some(m),
             LinkAttribute::IfAlias(a) => link.alias = Some(a),
             _ => {}
@@ -81,13 +78,7 @@ fn link_from(msg: LinkMessage) -> Link {
 
 /// The link named `name`, or `None`.
 pub async fn link(handle: &Handle, name: &str) -> Result<Option<Link>, CniError> {
-    let found = handle
-        .link()
-        .get()
-        .match_name(name.to_string())
-        .execute()
-        .try_next()
-        .await;
+    let found = handle.link().get().match_name(name.to_string()).execute().try_next().await;
     match found {
         Ok(msg) => Ok(msg.map(link_from)),
         Err(e) if errno_of(&e) == Some(Errno::ENODEV) => Ok(None),
@@ -97,12 +88,7 @@ pub async fn link(handle: &Handle, name: &str) -> Result<Option<Link>, CniError>
 
 /// Creates the veth pair `host` <-> `peer` (both in this namespace), the
 /// host end with `mtu`.
-pub async fn create_veth(
-    handle: &Handle,
-    host: &str,
-    peer: &str,
-    mtu: u32,
-) -> Result<(), CniError> {
+pub async fn create_veth(handle: &Handle, host: &str, peer: &str, mtu: u32) -> Result<(), CniError> {
     handle
         .link()
         .add(LinkVeth::new(host, peer).mtu(mtu).build())
@@ -112,37 +98,17 @@ pub async fn create_veth(
 }
 
 /// Moves link `index` into the namespace `ns`, renamed `new_name`.
-pub async fn move_to_netns(
-    handle: &Handle,
-    index: u32,
-    ns: BorrowedFd<'_>,
-    new_name: &str,
-) -> Result<(), CniError> {
+pub async fn move_to_netns(handle: &Handle, index: u32, ns: BorrowedFd<'_>, new_name: &str) -> Result<(), CniError> {
     handle
         .link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .setns_by_fd(ns.as_raw_fd())
-                .name(new_name.to_string())
-                .build(),
-        )
+        .set(LinkUnspec::new_with_index(index).setns_by_fd(ns.as_raw_fd()).name(new_name.to_string()).build())
         .execute()
         .await
-        .map_err(|e| {
-            netlink_error(
-                format!("cannot move the pod's veth end into its namespace as {new_name}"),
-                e,
-            )
-        })
+        .map_err(|e| netlink_error(format!("cannot move the pod's veth end into its namespace as {new_name}"), e))
 }
 
 /// Sets link `index` up, with `alias` if given and `mtu` if given.
-pub async fn set_up(
-    handle: &Handle,
-    index: u32,
-    alias: Option<&str>,
-    mtu: Option<u32>,
-) -> Result<(), CniError> {
+pub async fn set_up(handle: &Handle, index: u32, alias: Option<&str>, mtu: Option<u32>) -> Result<(), CniError> {
     let mut msg = LinkUnspec::new_with_index(index).up();
     if let Some(a) = alias {
         msg = msg.alias(a.to_string());
@@ -150,12 +116,7 @@ pub async fn set_up(
     if let Some(m) = mtu {
         msg = msg.mtu(m);
     }
-    handle
-        .link()
-        .set(msg.build())
-        .execute()
-        .await
-        .map_err(|e| netlink_error(format!("cannot set link {index} up"), e))
+    handle.link().set(msg.build()).execute().await.map_err(|e| netlink_error(format!("cannot set link {index} up"), e))
 }
 
 /// Deletes link `index`; a link already gone is fine.
@@ -195,10 +156,7 @@ pub async fn configure_pod(
     routes: Vec<Ipv4Net>,
 ) -> Result<Link, CniError> {
     let link = link(&handle, &ifname).await?.ok_or_else(|| {
-        CniError::new(
-            code::NETLINK,
-            format!("{ifname} is not in the pod's namespace after the move"),
-        )
+        CniError::new(code::NETLINK, format!("{ifname} is not in the pod's namespace after the move"))
     })?;
     set_up(&handle, link.index, None, Some(mtu)).await?;
     handle
@@ -241,9 +199,7 @@ pub async fn configure_pod(
             .map_err(|e| netlink_error(format!("cannot add the pod's route to {dst}"), e))?;
     }
     // Read back: the MAC and MTU as the kernel has them now.
-    self::link(&handle, &ifname)
-        .await?
-        .ok_or_else(|| CniError::new(code::NETLINK, format!("{ifname} vanished")))
+    self::link(&handle, &ifname).await?.ok_or_else(|| CniError::new(code::NETLINK, format!("{ifname} vanished")))
 }
 
 /// A route of the main table, as CHECK compares it.
@@ -269,16 +225,8 @@ pub async fn pod_state(handle: Handle, ifname: String) -> Result<PodState, CniEr
         return Ok(PodState::default());
     };
     let mut addresses = Vec::new();
-    let mut stream = handle
-        .address()
-        .get()
-        .set_link_index_filter(link.index)
-        .execute();
-    while let Some(msg) = stream
-        .try_next()
-        .await
-        .map_err(|e| netlink_error("cannot list addresses", e))?
-    {
+    let mut stream = handle.address().get().set_link_index_filter(link.index).execute();
+    while let Some(msg) = stream.try_next().await.map_err(|e| netlink_error("cannot list addresses", e))? {
         for attr in &msg.attributes {
             if let AddressAttribute::Address(IpAddr::V4(a)) = attr {
                 if let Ok(net) = Ipv4Net::new(*a, msg.header.prefix_len) {
@@ -289,48 +237,31 @@ pub async fn pod_state(handle: Handle, ifname: String) -> Result<PodState, CniEr
     }
     let mut gateway_neighbour = None;
     let mut stream = handle.neighbours().get().execute();
-    while let Some(msg) = stream
-        .try_next()
-        .await
-        .map_err(|e| netlink_error("cannot list neighbours", e))?
-    {
+    while let Some(msg) = stream.try_next().await.map_err(|e| netlink_error("cannot list neighbours", e))? {
         if msg.header.ifindex != link.index {
             continue;
         }
-        let is_gateway = msg.attributes.iter().any(|a| {
-            matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) if *ip == POD_GATEWAY)
-        });
+        let is_gateway = msg
+            .attributes
+            .iter()
+            .any(|a| matches!(a, NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) if *ip == POD_GATEWAY));
         if is_gateway {
             let mac = msg.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(b) => {
-                    <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr)
-                }
+                NeighbourAttribute::LinkLayerAddress(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr),
                 _ => None,
             });
             gateway_neighbour = Some((mac, msg.header.state == NeighbourState::Permanent));
         }
     }
     let routes = main_table_routes(&handle).await?;
-    Ok(PodState {
-        link: Some(link),
-        addresses,
-        gateway_neighbour,
-        routes,
-    })
+    Ok(PodState { link: Some(link), addresses, gateway_neighbour, routes })
 }
 
 /// The IPv4 routes of the main table.
 pub async fn main_table_routes(handle: &Handle) -> Result<Vec<RouteEntry>, CniError> {
     let mut routes = Vec::new();
-    let mut stream = handle
-        .route()
-        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-        .execute();
-    while let Some(msg) = stream
-        .try_next()
-        .await
-        .map_err(|e| netlink_error("cannot list routes", e))?
-    {
+    let mut stream = handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+    while let Some(msg) = stream.try_next().await.map_err(|e| netlink_error("cannot list routes", e))? {
         let mut table = u32::from(msg.header.table);
         let mut dst = Ipv4Addr::UNSPECIFIED;
         let mut gateway = None;

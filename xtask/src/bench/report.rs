@@ -20,16 +20,8 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let mid = v.len() / 2;
-    let median = if v.len() % 2 == 0 {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    };
-    Some(Summary {
-        median,
-        min: v[0],
-        max: v[v.len() - 1],
-    })
+    let median = if v.len().is_multiple_of(2) { (v[mid - 1] + v[mid]) / 2.0 } else { v[mid] };
+    Some(Summary { median, min: v[0], max: v[v.len() - 1] })
 }
 
 fn values(samples: &[Sample], case: &str, plane: &str, streams: u32) -> Vec<f64> {
@@ -70,10 +62,7 @@ pub fn ratio(samples: &[Sample], t: &Target, streams: u32) -> Option<f64> {
 
 pub fn table(samples: &[Sample], targets: &[Target]) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\n| case | streams | data plane | median Gbit/s | min | max | runs |"
-    );
+    let _ = writeln!(out, "\n| case | streams | data plane | median Gbit/s | min | max | runs |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for (case, streams) in groups(samples) {
         for plane in planes(samples, &case) {
@@ -119,9 +108,7 @@ pub fn json(samples: &[Sample], streams: &[u32], seconds: u32) -> serde_json::Va
 
 fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("Linux {}, {cpus} CPUs", kernel.trim())
 }
 
@@ -131,19 +118,12 @@ pub fn svg(samples: &[Sample], targets: &[Target]) -> String {
     for (case, streams) in groups(samples) {
         for t in targets.iter().filter(|t| t.case == case) {
             if let Some(r) = ratio(samples, t, streams) {
-                rows.push((
-                    format!("{case}, {streams} stream(s): {} / {}", t.plane, t.baseline),
-                    r,
-                    t.ratio,
-                ));
+                rows.push((format!("{case}, {streams} stream(s): {} / {}", t.plane, t.baseline), r, t.ratio));
             }
         }
     }
     let (left, width, row_h) = (330.0, 400.0, 28.0);
-    let max = rows
-        .iter()
-        .map(|(_, r, t)| r.max(*t))
-        .fold(1.5_f64, f64::max);
+    let max = rows.iter().map(|(_, r, t)| r.max(*t)).fold(1.5_f64, f64::max);
     let height = 40.0 + row_h * rows.len() as f64;
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="12">"#,
@@ -177,25 +157,12 @@ mod tests {
     use super::*;
 
     fn sample(plane: &str, rep: u32, g: f64) -> Sample {
-        Sample {
-            case: "same-node".into(),
-            plane: plane.into(),
-            streams: 1,
-            rep,
-            gbit_per_s: g,
-        }
+        Sample { case: "same-node".into(), plane: plane.into(), streams: 1, rep, gbit_per_s: g }
     }
 
     #[test]
     fn median_min_max() {
-        assert_eq!(
-            summarize(&[3.0, 1.0, 2.0]),
-            Some(Summary {
-                median: 2.0,
-                min: 1.0,
-                max: 3.0
-            })
-        );
+        assert_eq!(summarize(&[3.0, 1.0, 2.0]), Some(Summary { median: 2.0, min: 1.0, max: 3.0 }));
         assert_eq!(summarize(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
         assert_eq!(summarize(&[]), None);
     }
@@ -210,27 +177,14 @@ mod tests {
             sample("kernel-routed", 2, 16.0),
             sample("kernel-routed", 3, 17.0),
         ];
-        let t = Target {
-            case: "same-node",
-            plane: "knet",
-            baseline: "kernel-routed",
-            ratio: 1.10,
-        };
+        let t = Target { case: "same-node", plane: "knet", baseline: "kernel-routed", ratio: 1.10 };
         let r = ratio(&samples, &t, 1).unwrap();
         assert!((r - 19.0 / 17.0).abs() < 1e-9);
         let table = table(&samples, std::slice::from_ref(&t));
         assert!(table.contains("1.118x") && table.contains("met"), "{table}");
         let strict = Target { ratio: 1.2, ..t };
         assert!(super::table(&samples, &[strict]).contains("MISSED"));
-        assert!(svg(
-            &samples,
-            &[Target {
-                case: "same-node",
-                plane: "knet",
-                baseline: "kernel-routed",
-                ratio: 1.1
-            }]
-        )
-        .contains("1.118x"));
+        assert!(svg(&samples, &[Target { case: "same-node", plane: "knet", baseline: "kernel-routed", ratio: 1.1 }])
+            .contains("1.118x"));
     }
 }
