@@ -8,7 +8,7 @@ use anyhow::Result;
 use knet_common::{Counter, Stat};
 
 use crate::{
-    api::DatapathView,
+    api::{DatapathView, NodeView},
     cluster::{Cluster, ClusterView},
     config::Config,
     dataplane::Dataplane,
@@ -128,6 +128,16 @@ impl Agent {
             return Ok(());
         };
         cluster.update(text, &mut self.dataplane, &self.netlink).await
+    }
+
+    /// What a CNI plugin needs to wire a pod on this node.
+    pub fn node_view(&self) -> NodeView {
+        NodeView {
+            node_name: self.config.node_name.clone(),
+            pod_cidr: self.config.pod_cidr,
+            mode: self.cluster.as_ref().map(|c| c.view().mode),
+            route_mtu: self.cluster.as_ref().map(Cluster::route_mtu),
+        }
     }
 
     pub fn cluster_view(&self) -> Option<ClusterView> {

@@ -10,6 +10,7 @@
 //! | `GET /v1/datapath`         | what the kernel map holds right now    |
 //! | `GET /v1/datapath/links/IF` | programs on the tcx ingress of IF     |
 //! | `GET /v1/stats`            | `STATS` summed over CPUs               |
+//! | `GET /v1/node`             | this node: pod CIDR, mode, route MTU   |
 //! | `GET /v1/nodes`            | the cluster's nodes, mode, route MTU   |
 //! | `GET /healthz`             | liveness                               |
 //!
@@ -50,4 +51,16 @@ pub struct DatapathView {
 pub struct LinkPrograms {
     /// Names of the programs the kernel runs on the link's tcx ingress.
     pub tcx_ingress: Vec<String>,
+}
+
+/// This node as a CNI plugin needs it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node_name: String,
+    pub pod_cidr: ipnet::Ipv4Net,
+    /// `vxlan` or `native`; absent without a node source (no cross-node path).
+    pub mode: Option<crate::config::Mode>,
+    /// MTU for pod routes that leave the node (pods' own subnet keeps the
+    /// device MTU); absent without a node source.
+    pub route_mtu: Option<u32>,
 }

@@ -60,6 +60,7 @@ fn router(agent: Shared) -> Router {
         .route("/v1/datapath/links/{ifname}", get(link_programs))
         .route("/v1/stats", get(stats))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/node", get(node))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path".into()) })
         .with_state(agent)
 }
@@ -96,6 +97,10 @@ async fn link_programs(UrlPath(ifname): UrlPath<String>) -> Result<impl IntoResp
     let tcx_ingress =
         Dataplane::tcx_ingress_programs(&ifname).map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{e:#}")))?;
     Ok(Json(LinkPrograms { tcx_ingress }))
+}
+
+async fn node(State(agent): State<Shared>) -> impl IntoResponse {
+    Json(agent.lock().await.node_view())
 }
 
 async fn nodes(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiError> {
