@@ -26,6 +26,24 @@ pub struct BenchArgs {
     /// iperf3 parallel stream counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     streams: Vec<u32>,
+    /// Cases to run.
+    #[arg(long, value_delimiter = ',', default_value = "same-node,cross-node")]
+    cases: Vec<Case>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Case {
+    SameNode,
+    CrossNode,
+}
+
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Case::SameNode => "same-node",
+            Case::CrossNode => "cross-node",
+        }
+    }
 }
 
 /// One measurement.
@@ -49,6 +67,9 @@ pub struct Target {
 const TARGETS: &[Target] = &[
     Target { case: "same-node", plane: "knet", baseline: "veth-direct", ratio: 0.97 },
     Target { case: "same-node", plane: "knet", baseline: "kernel-routed", ratio: 1.10 },
+    Target { case: "cross-node", plane: "knet-vxlan", baseline: "flannel-vxlan", ratio: 1.15 },
+    Target { case: "cross-node", plane: "knet-native", baseline: "host-gw", ratio: 1.05 },
+    Target { case: "cross-node", plane: "knet-native", baseline: "underlay", ratio: 0.95 },
 ];
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -56,33 +77,38 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let tc = setup::ensure_ready()?;
     build::all(&tc, false)?;
 
-    step("building the same-node topologies: veth-direct, kernel-routed, knet");
-    let planes = topologies::same_node()?;
-
-    let total = args.reps as usize * args.streams.len() * planes.len();
-    let mut samples = Vec::with_capacity(total);
-    for rep in 1..=args.reps {
-        for &streams in &args.streams {
-            for plane in &planes {
-                let gbit = plane
-                    .measure(args.seconds, streams)
-                    .with_context(|| format!("{} ({streams} streams)", plane.name))?;
-                eprintln!(
-                    "  [{:>3}/{total}] same-node {:<14} {streams} stream(s) rep {rep}: {gbit:6.2} Gbit/s",
-                    samples.len() + 1,
-                    plane.name
-                );
-                samples.push(Sample {
-                    case: "same-node".into(),
-                    plane: plane.name.clone(),
-                    streams,
-                    rep,
-                    gbit_per_s: gbit,
-                });
+    let mut samples = Vec::new();
+    for case in &args.cases {
+        step(format!("building the {} data planes", case.name()));
+        let planes = match case {
+            Case::SameNode => topologies::same_node()?,
+            Case::CrossNode => topologies::cross_node()?,
+        };
+        let total = args.reps as usize * args.streams.len() * planes.len();
+        let mut done = 0;
+        for rep in 1..=args.reps {
+            for &streams in &args.streams {
+                for plane in &planes {
+                    let gbit = plane
+                        .measure(args.seconds, streams)
+                        .with_context(|| format!("{} {} ({streams} streams)", case.name(), plane.name))?;
+                    done += 1;
+                    eprintln!(
+                        "  [{done:>3}/{total}] {} {:<14} {streams} stream(s) rep {rep}: {gbit:6.2} Gbit/s",
+                        case.name(),
+                        plane.name
+                    );
+                    samples.push(Sample {
+                        case: case.name().into(),
+                        plane: plane.name.into(),
+                        streams,
+                        rep,
+                        gbit_per_s: gbit,
+                    });
+                }
             }
         }
     }
-    drop(planes);
 
     let table = report::table(&samples, TARGETS);
     println!("{table}");

@@ -1,48 +1,79 @@
-//! The data planes a bench case compares, each in its own namespaces.
+//! The data planes a bench case compares, each in its own namespaces
+//! (../shared/bench.md). Every plane of a case is built before the first
+//! measurement and lives until the last.
 
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use knet_tests::{
+    cluster::{self, Cluster},
     traffic::{self, IperfOptions},
     Agent, AgentOptions, Netns, Node, Pod,
 };
 
-/// A data plane ready to measure: a client and a server namespace, and
-/// whatever keeps the path between them alive.
+/// Something with a client and a server to measure between.
+trait Topology {
+    /// (client, server, server address)
+    fn ends(&self) -> (&Netns, &Netns, Ipv4Addr);
+}
+
+/// A data plane ready to measure.
 pub struct Plane {
-    pub name: String,
-    client: Netns,
-    server: Netns,
-    server_ip: Ipv4Addr,
-    /// Dropped with the plane: agents first, then namespaces.
-    _keep: Vec<Box<dyn std::any::Any>>,
+    pub name: &'static str,
+    topology: Box<dyn Topology>,
 }
 
 impl Plane {
+    fn new(name: &'static str, topology: impl Topology + 'static) -> Self {
+        Plane { name, topology: Box::new(topology) }
+    }
+
     /// iperf3 TCP throughput from client to server, in Gbit/s.
     pub fn measure(&self, seconds: u32, streams: u32) -> Result<f64> {
-        let t = traffic::iperf3(
-            &self.client,
-            &self.server,
-            self.server_ip,
-            IperfOptions { seconds, streams, reverse: false },
-        )?;
+        let (client, server, ip) = self.topology.ends();
+        let t = traffic::iperf3(client, server, ip, IperfOptions { seconds, streams, reverse: false })?;
         Ok(t.bits_per_second / 1e9)
     }
 }
 
-fn pods(node: &Node) -> Result<(Pod, Pod)> {
-    Ok((node.add_pod("bench-a", Ipv4Addr::new(10, 244, 0, 2))?, node.add_pod("bench-b", Ipv4Addr::new(10, 244, 0, 3))?))
+/// Two pods on one node, with whatever runs the node (an agent or nothing).
+struct TwoPods {
+    // Field order is drop order.
+    _agent: Option<Agent>,
+    a: Pod,
+    b: Pod,
+    _node: Node,
+}
+
+impl Topology for TwoPods {
+    fn ends(&self) -> (&Netns, &Netns, Ipv4Addr) {
+        (&self.a.ns, &self.b.ns, self.b.ip)
+    }
+}
+
+/// Two namespaces on one veth pair.
+struct VethPair {
+    a: Netns,
+    b: Netns,
+}
+
+impl Topology for VethPair {
+    fn ends(&self) -> (&Netns, &Netns, Ipv4Addr) {
+        (&self.a, &self.b, Ipv4Addr::new(10, 99, 0, 2))
+    }
 }
 
 /// Pod to pod on one node: the veth limit, kernel routing, and knet.
 pub fn same_node() -> Result<Vec<Plane>> {
-    Ok(vec![veth_direct()?, kernel_routed()?, knet_same_node()?])
+    Ok(vec![
+        Plane::new("veth-direct", veth_direct()?),
+        Plane::new("kernel-routed", two_pods(false)?),
+        Plane::new("knet", two_pods(true)?),
+    ])
 }
 
 /// Two namespaces on one veth pair: the physical limit of a hop.
-fn veth_direct() -> Result<Plane> {
+fn veth_direct() -> Result<VethPair> {
     let a = Netns::new("bench-vd-a")?;
     let b = Netns::new("bench-vd-b")?;
     a.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b.name()])?;
@@ -50,35 +81,145 @@ fn veth_direct() -> Result<Plane> {
         ns.ip(&["addr", "add", ip, "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
     }
-    Ok(Plane {
-        name: "veth-direct".into(),
-        client: a,
-        server: b,
-        server_ip: Ipv4Addr::new(10, 99, 0, 2),
-        _keep: vec![],
-    })
+    Ok(VethPair { a, b })
 }
 
-/// Routed veths with /32 routes and no eBPF (the reference `ptp` plugin,
-/// Calico's iptables mode): the node's stack forwards.
-fn kernel_routed() -> Result<Plane> {
-    let node = Node::new("bench-kr-node", Ipv4Addr::new(192, 168, 77, 10))?;
-    node.ns.sysctl("net.ipv4.ip_forward", "1")?;
-    let (a, b) = pods(&node)?;
-    let Pod { ns: client, .. } = a;
-    let Pod { ns: server, ip: server_ip, .. } = b;
-    Ok(Plane { name: "kernel-routed".into(), client, server, server_ip, _keep: vec![Box::new(node)] })
+/// Routed veths with /32 routes: with `knet`, the agent redirects; without,
+/// the node's stack forwards (the reference `ptp` plugin, Calico's
+/// iptables mode).
+fn two_pods(knet: bool) -> Result<TwoPods> {
+    let node = Node::new(if knet { "bench-knet-node" } else { "bench-kr-node" }, Ipv4Addr::new(192, 168, 77, 10))?;
+    let a = node.add_pod("bench-a", Ipv4Addr::new(10, 244, 0, 2))?;
+    let b = node.add_pod("bench-b", Ipv4Addr::new(10, 244, 0, 3))?;
+    let agent = if knet {
+        let agent =
+            Agent::start(&node.ns, &AgentOptions { node_name: "bench-0".into(), pod_cidr: "10.244.0.0/24".into() })?;
+        agent.add_pod(&a)?;
+        agent.add_pod(&b)?;
+        Some(agent)
+    } else {
+        node.ns.sysctl("net.ipv4.ip_forward", "1")?;
+        None
+    };
+    Ok(TwoPods { _agent: agent, a, b, _node: node })
 }
 
-/// The same wiring with the knet agent and its redirect.
-fn knet_same_node() -> Result<Plane> {
-    let node = Node::new("bench-knet-node", Ipv4Addr::new(192, 168, 77, 10))?;
-    let (a, b) = pods(&node)?;
-    let agent =
-        Agent::start(&node.ns, &AgentOptions { node_name: "bench-0".into(), pod_cidr: "10.244.0.0/24".into() })?;
-    agent.add_pod(&a)?;
-    agent.add_pod(&b)?;
-    let Pod { ns: client, .. } = a;
-    let Pod { ns: server, ip: server_ip, .. } = b;
-    Ok(Plane { name: "knet".into(), client, server, server_ip, _keep: vec![Box::new(agent), Box::new(node)] })
+/// Two nodes on an underlay bridge, a pod on each, no agent: the kernel
+/// baselines set their own routes.
+struct TwoNodes {
+    pod0: Pod,
+    pod1: Pod,
+    nodes: [Node; 2],
+    _fabric: Netns,
+    /// Measure node to node instead of pod to pod.
+    node_to_node: bool,
+}
+
+impl Topology for TwoNodes {
+    fn ends(&self) -> (&Netns, &Netns, Ipv4Addr) {
+        if self.node_to_node {
+            (&self.nodes[0].ns, &self.nodes[1].ns, self.nodes[1].address)
+        } else {
+            (&self.pod0.ns, &self.pod1.ns, self.pod1.ip)
+        }
+    }
+}
+
+impl Topology for Cluster {
+    fn ends(&self) -> (&Netns, &Netns, Ipv4Addr) {
+        (&self.pods[0][0].ns, &self.pods[1][0].ns, self.pods[1][0].ip)
+    }
+}
+
+/// Pod to pod across two nodes: the underlay limit, flannel's two backends,
+/// and knet in both modes.
+pub fn cross_node() -> Result<Vec<Plane>> {
+    Ok(vec![
+        Plane::new("underlay", two_nodes(Baseline::Underlay)?),
+        Plane::new("host-gw", two_nodes(Baseline::HostGw)?),
+        Plane::new("flannel-vxlan", two_nodes(Baseline::FlannelVxlan)?),
+        Plane::new("knet-vxlan", Cluster::new(2, 1, "vxlan")?),
+        Plane::new("knet-native", Cluster::new(2, 1, "native")?),
+    ])
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Baseline {
+    Underlay,
+    HostGw,
+    FlannelVxlan,
+}
+
+fn two_nodes(kind: Baseline) -> Result<TwoNodes> {
+    let fabric = Netns::new("bench-fabric")?;
+    fabric.ip(&["link", "add", "br0", "type", "bridge"])?;
+    fabric.ip(&["link", "set", "br0", "up"])?;
+    let mut nodes = [
+        Node::on_fabric("bench-n0", cluster::node_address(0), &fabric, "n0")?,
+        Node::on_fabric("bench-n1", cluster::node_address(1), &fabric, "n1")?,
+    ];
+    for (i, node) in nodes.iter().enumerate() {
+        node.ns.sysctl("net.ipv4.ip_forward", "1")?;
+        if kind == Baseline::FlannelVxlan {
+            flannel_device(node, i)?;
+        }
+    }
+    if kind == Baseline::FlannelVxlan {
+        for (i, j) in [(0, 1), (1, 0)] {
+            flannel_peer(&nodes[i], &nodes[j], j)?;
+        }
+        // flannel gives pods the VXLAN device's MTU.
+        for (i, node) in nodes.iter_mut().enumerate() {
+            node.set_pod_routes(&cluster::pod_cidr(i), 1450);
+        }
+    }
+    if kind == Baseline::HostGw {
+        for (i, j) in [(0, 1), (1, 0)] {
+            let via = cluster::node_address(j).to_string();
+            nodes[i].ns.ip(&["route", "add", &cluster::pod_cidr(j), "via", &via, "dev", "eth0"])?;
+        }
+    }
+    let pod0 = nodes[0].add_pod("bench-p0", cluster::pod_address(0, 0))?;
+    let pod1 = nodes[1].add_pod("bench-p1", cluster::pod_address(1, 0))?;
+    Ok(TwoNodes { pod0, pod1, nodes, _fabric: fabric, node_to_node: kind == Baseline::Underlay })
+}
+
+/// flannel's vxlan backend: `flannel.1`, VNI 1, port 8472, no learning,
+/// the node's subnet address on it.
+fn flannel_device(node: &Node, i: usize) -> Result<()> {
+    let local = cluster::node_address(i).to_string();
+    node.ns.ip(&[
+        "link",
+        "add",
+        "flannel.1",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "local",
+        &local,
+        "dev",
+        "eth0",
+        "dstport",
+        "8472",
+        "nolearning",
+    ])?;
+    node.ns.ip(&["link", "set", "flannel.1", "mtu", "1450", "up"])?;
+    node.ns.ip(&["addr", "add", &format!("10.244.{i}.0/32"), "dev", "flannel.1"])?;
+    Ok(())
+}
+
+/// What flannel programs per peer: a route via the peer's subnet address
+/// on `flannel.1`, a permanent neighbour entry for it, and an FDB entry
+/// sending that MAC to the peer node.
+fn flannel_peer(node: &Node, peer: &Node, j: usize) -> Result<()> {
+    let peer_mac = knet_tests::topology::link_mac(&peer.ns, "flannel.1")?;
+    let gw = format!("10.244.{j}.0");
+    node.ns.ip(&["route", "add", &cluster::pod_cidr(j), "via", &gw, "dev", "flannel.1", "onlink"])?;
+    node.ns.ip(&["neigh", "add", &gw, "lladdr", &peer_mac, "dev", "flannel.1", "nud", "permanent"])?;
+    node.ns.exec(
+        "bridge",
+        &["fdb", "append", &peer_mac, "dev", "flannel.1", "dst", &cluster::node_address(j).to_string()],
+    )?;
+    Ok(())
 }
