@@ -19,6 +19,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/lib/cni/host-local", "containernetworking-plugins"),
     ("/usr/lib/cni/portmap", "containernetworking-plugins"),
     ("iptables", "iptables"),
+    ("nft", "nftables"),
+    ("tcpdump", "tcpdump"),
+    ("bridge", "iproute2"),
 ];
 
 fn on_path(cmd: &str) -> bool {
