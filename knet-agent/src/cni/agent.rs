@@ -4,7 +4,7 @@
 use std::{future::Future, net::Ipv4Addr, path::Path, time::Duration};
 
 use crate::{
-    api::client::Client,
+    api::{client::Client, NodeView},
     endpoints::{AddEndpoint, Endpoint},
     mac::MacAddr,
 };
@@ -43,8 +43,14 @@ async fn bounded<T>(
     }
 }
 
-/// The endpoints the agent holds; also the probe that it answers at all
-/// (`/healthz` answers plain text, this proves the JSON API works).
+/// This node as the agent sees it (pod CIDR, mode, route MTU); ADD's
+/// probe that the agent answers at all, before any side effect.
+pub async fn node(socket: &Path) -> Result<NodeView, CniError> {
+    let client = Client::new(socket);
+    bounded(socket, PROBE_TIMEOUT, client.get("/v1/node")).await
+}
+
+/// The endpoints the agent holds.
 pub async fn endpoints(socket: &Path) -> Result<Vec<Endpoint>, CniError> {
     let client = Client::new(socket);
     bounded(socket, PROBE_TIMEOUT, client.get("/v1/endpoints")).await

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::{
+    routes::PodRoute,
     spec::POD_GATEWAY,
     wiring::{Link, PodState, RouteEntry},
 };
@@ -18,8 +19,8 @@ pub struct Expected {
     pub mtu: u32,
     pub host_veth: String,
     pub owner_alias: String,
-    /// Destinations the pod routes through the gateway.
-    pub routes: Vec<Ipv4Net>,
+    /// What the pod routes through the gateway, with each route's MTU.
+    pub routes: Vec<PodRoute>,
 }
 
 pub struct Observed {
@@ -27,6 +28,15 @@ pub struct Observed {
     pub host: Option<Link>,
     pub node_routes: Vec<RouteEntry>,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// The route to `dst` through `gateway` out of `oif`, whatever its metrics.
+fn find_route(routes: &[RouteEntry], dst: Ipv4Net, gateway: Option<Ipv4Addr>, oif: u32) -> Option<&RouteEntry> {
+    routes.iter().find(|r| r.dst == dst && r.gateway == gateway && r.oif == Some(oif))
+}
+
+fn describe_mtu(mtu: Option<u32>) -> String {
+    mtu.map_or_else(|| "none (the device's)".to_string(), |m| m.to_string())
 }
 
 pub fn problems(e: &Expected, o: &Observed) -> Vec<String> {
@@ -66,15 +76,20 @@ pub fn problems(e: &Expected, o: &Observed) -> Vec<String> {
                     }
                 }
             }
-            let gateway_route =
-                RouteEntry { dst: Ipv4Net::new(POD_GATEWAY, 32).expect("/32"), gateway: None, oif: Some(pod.index) };
-            if !o.pod.routes.contains(&gateway_route) {
+            let gateway_host = Ipv4Net::new(POD_GATEWAY, 32).expect("/32");
+            if find_route(&o.pod.routes, gateway_host, None, pod.index).is_none() {
                 out.push(format!("no route {POD_GATEWAY} dev {} scope link", e.ifname));
             }
-            for dst in &e.routes {
-                let want = RouteEntry { dst: *dst, gateway: Some(POD_GATEWAY), oif: Some(pod.index) };
-                if !o.pod.routes.contains(&want) {
-                    out.push(format!("no route {dst} via {POD_GATEWAY} dev {}", e.ifname));
+            for want in &e.routes {
+                match find_route(&o.pod.routes, want.dst, Some(POD_GATEWAY), pod.index) {
+                    None => out.push(format!("no route {} via {POD_GATEWAY} dev {}", want.dst, e.ifname)),
+                    Some(have) if have.mtu != want.mtu => out.push(format!(
+                        "route {} via {POD_GATEWAY} has mtu {}, expected {}",
+                        want.dst,
+                        describe_mtu(have.mtu),
+                        describe_mtu(want.mtu)
+                    )),
+                    Some(_) => {}
                 }
             }
         }
@@ -89,8 +104,7 @@ pub fn problems(e: &Expected, o: &Observed) -> Vec<String> {
             if !host.up {
                 out.push(format!("host veth {} is down", e.host_veth));
             }
-            let want = RouteEntry { dst: Ipv4Net::new(e.ip, 32).expect("/32"), gateway: None, oif: Some(host.index) };
-            if !o.node_routes.contains(&want) {
+            if find_route(&o.node_routes, Ipv4Net::new(e.ip, 32).expect("/32"), None, host.index).is_none() {
                 out.push(format!("the node has no route {}/32 dev {}", e.ip, e.host_veth));
             }
         }
@@ -130,7 +144,10 @@ mod tests {
             mtu: 1500,
             host_veth: "knetabc".into(),
             owner_alias: "knet c1 eth0".into(),
-            routes: vec![Ipv4Net::default()],
+            routes: vec![
+                PodRoute { dst: Ipv4Net::default(), mtu: Some(1450) },
+                PodRoute { dst: "10.244.0.0/24".parse().unwrap(), mtu: None },
+            ],
         }
     }
 
@@ -148,8 +165,19 @@ mod tests {
                 addresses: vec!["10.244.0.5/32".parse().unwrap()],
                 gateway_neighbour: Some((Some(HOST_MAC), true)),
                 routes: vec![
-                    RouteEntry { dst: "169.254.1.1/32".parse().unwrap(), gateway: None, oif: Some(2) },
-                    RouteEntry { dst: "0.0.0.0/0".parse().unwrap(), gateway: Some(POD_GATEWAY), oif: Some(2) },
+                    RouteEntry { dst: "169.254.1.1/32".parse().unwrap(), gateway: None, oif: Some(2), mtu: None },
+                    RouteEntry {
+                        dst: "0.0.0.0/0".parse().unwrap(),
+                        gateway: Some(POD_GATEWAY),
+                        oif: Some(2),
+                        mtu: Some(1450),
+                    },
+                    RouteEntry {
+                        dst: "10.244.0.0/24".parse().unwrap(),
+                        gateway: Some(POD_GATEWAY),
+                        oif: Some(2),
+                        mtu: None,
+                    },
                 ],
             },
             host: Some(Link {
@@ -160,7 +188,12 @@ mod tests {
                 alias: Some("knet c1 eth0".into()),
                 up: true,
             }),
-            node_routes: vec![RouteEntry { dst: "10.244.0.5/32".parse().unwrap(), gateway: None, oif: Some(9) }],
+            node_routes: vec![RouteEntry {
+                dst: "10.244.0.5/32".parse().unwrap(),
+                gateway: None,
+                oif: Some(9),
+                mtu: None,
+            }],
             endpoints: vec![Endpoint {
                 ip: Ipv4Addr::new(10, 244, 0, 5),
                 host_veth: "knetabc".into(),
@@ -188,6 +221,13 @@ mod tests {
             (|o| o.pod.gateway_neighbour = Some((Some(POD_MAC), true)), "neighbour entry has MAC"),
             (|o| o.pod.gateway_neighbour = Some((Some(HOST_MAC), false)), "not permanent"),
             (|o| o.pod.routes.truncate(1), "no route 0.0.0.0/0"),
+            (|o| o.pod.routes.truncate(2), "no route 10.244.0.0/24 via 169.254.1.1"),
+            (
+                |o| o.pod.routes[1].mtu = None,
+                "route 0.0.0.0/0 via 169.254.1.1 has mtu none (the device's), expected 1450",
+            ),
+            (|o| o.pod.routes[1].mtu = Some(1500), "has mtu 1500, expected 1450"),
+            (|o| o.pod.routes[2].mtu = Some(1450), "route 10.244.0.0/24 via 169.254.1.1 has mtu 1450, expected none"),
             (
                 |o| {
                     o.pod.routes.remove(0);

@@ -12,6 +12,7 @@ use super::{
     agent, check,
     env::{self, CniArgs, Command},
     ipam, names, netns,
+    routes::{self, NodeRoutes, PodRoute},
     spec::{self, code, CniError, CniResult, NetConf, VersionInfo},
     wiring,
 };
@@ -110,10 +111,14 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
             ),
         ));
     }
-    agent::endpoints(&conf.agent_socket).await?;
+    // The one request before any side effect: the agent answers, and says
+    // whether pod routes that leave the node need a smaller MTU.
+    let view = agent::node(&conf.agent_socket).await?;
+    let node_routes = view.route_mtu.map(|route_mtu| NodeRoutes { pod_cidr: view.pod_cidr, route_mtu });
 
     let mut done = Done::default();
-    match add_steps(args, conf, stdin, &ns, &node, &ipam_plugin, &mut done, (&host, &peer, &alias)).await {
+    let veth_names = (host.as_str(), peer.as_str(), alias.as_str());
+    match add_steps(args, conf, stdin, &ns, &node, &ipam_plugin, node_routes, &mut done, veth_names).await {
         Ok(result) => Ok(result),
         Err(e) => {
             done.undo(&node, &conf.agent_socket, stdin).await;
@@ -130,6 +135,7 @@ async fn add_steps(
     ns: &std::fs::File,
     node: &rtnetlink::Handle,
     ipam_plugin: &Path,
+    node_routes: Option<NodeRoutes>,
     done: &mut Done,
     (host, peer, alias): (&str, &str, &str),
 ) -> Result<CniResult, CniError> {
@@ -147,7 +153,7 @@ async fn add_steps(
         .ok_or_else(|| CniError::new(code::IPAM_RESULT, "the IPAM plugin printed nothing"))?;
     done.ipam = Some(ipam_plugin.to_path_buf());
     let ip = ipam_result.single_ipv4()?.addr();
-    let routes = spec::pod_routes(&ipam_result);
+    let routes = routes::plan(&ipam_result, conf.mtu, node_routes);
 
     let (ifname, mtu, pod_routes) = (args.ifname.clone(), conf.mtu, routes.clone());
     let pod = netns::run_in(ns, move |h| wiring::configure_pod(h, ifname, ip, mtu, host_mac, pod_routes)).await?;
@@ -270,7 +276,7 @@ async fn check(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniEr
             .routes
             .iter()
             .filter_map(|r| match r.dst {
-                ipnet::IpNet::V4(d) => Some(d),
+                ipnet::IpNet::V4(dst) => Some(PodRoute { dst, mtu: r.mtu }),
                 ipnet::IpNet::V6(_) => None,
             })
             .collect(),

@@ -7,11 +7,12 @@
 //! | `env`       | the `CNI_*` variables (pure)                           |
 //! | `names`     | host veth names derived from the container (pure)      |
 //! | `check`     | CHECK's comparison (pure)                              |
+//! | `routes`    | the pod's routes and their MTUs (pure)                 |
 //! | `conflist`  | the default `knet.conflist` (pure)                     |
 //! | `ipam`      | running the IPAM plugin from `CNI_PATH`                |
 //! | `netns`     | work inside the pod's namespace on a thread of its own |
 //! | `wiring`    | the netlink work                                       |
-//! | `agent`     | registering endpoints with the agent                   |
+//! | `agent`     | the agent's node view; registering endpoints           |
 //! | `commands`  | ADD, DEL, CHECK, VERSION                               |
 
 pub mod agent;
@@ -22,6 +23,7 @@ pub mod env;
 pub mod ipam;
 pub mod names;
 pub mod netns;
+pub mod routes;
 pub mod spec;
 pub mod wiring;
 

@@ -12,6 +12,8 @@ use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::routes::PodRoute;
+
 /// The spec versions whose configuration and result formats knet speaks.
 /// 0.3.x and 0.4.0 results differ from 1.0.0 only by `ips[].version`;
 /// CHECK exists from 0.4.0 on.
@@ -315,6 +317,9 @@ pub struct Route {
     pub dst: IpNet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gw: Option<IpAddr>,
+    /// The route's MTU (the field of spec 1.1; readers of 1.0 ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -399,7 +404,7 @@ pub struct AddOutcome<'a> {
     pub pod_mac: &'a str,
     pub sandbox: &'a str,
     pub ip: Ipv4Addr,
-    pub routes: &'a [Ipv4Net],
+    pub routes: &'a [PodRoute],
     pub dns: Dns,
 }
 
@@ -416,26 +421,14 @@ pub fn add_result(o: AddOutcome<'_>) -> CniResult {
             gateway: Some(IpAddr::V4(POD_GATEWAY)),
             interface: Some(1),
         }],
-        routes: o.routes.iter().map(|dst| Route { dst: IpNet::V4(*dst), gw: Some(IpAddr::V4(POD_GATEWAY)) }).collect(),
+        routes: o
+            .routes
+            .iter()
+            .map(|r| Route { dst: IpNet::V4(r.dst), gw: Some(IpAddr::V4(POD_GATEWAY)), mtu: r.mtu })
+            .collect(),
         dns: o.dns,
     }
     .for_version(o.version)
-}
-
-/// The pod's routes: the default route, plus every IPv4 route the IPAM
-/// plugin asked for (all through the link-local gateway; an IPAM gateway
-/// has no meaning on a point-to-point veth).
-pub fn pod_routes(ipam: &CniResult) -> Vec<Ipv4Net> {
-    let mut routes = vec![Ipv4Net::default()];
-    for r in &ipam.routes {
-        if let IpNet::V4(dst) = r.dst {
-            let dst = dst.trunc();
-            if !routes.contains(&dst) {
-                routes.push(dst);
-            }
-        }
-    }
-    routes
 }
 
 #[cfg(test)]
@@ -558,7 +551,7 @@ mod tests {
             pod_mac: "02:00:00:00:00:02",
             sandbox: "/run/netns/p",
             ip: Ipv4Addr::new(10, 244, 0, 5),
-            routes: &[Ipv4Net::default()],
+            routes: &[PodRoute { dst: Ipv4Net::default(), mtu: Some(1450) }],
             dns: Dns::default(),
         })
     }
@@ -575,7 +568,7 @@ mod tests {
                     {"name": "eth0", "mac": "02:00:00:00:00:02", "sandbox": "/run/netns/p"}
                 ],
                 "ips": [{"address": "10.244.0.5/32", "gateway": "169.254.1.1", "interface": 1}],
-                "routes": [{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}],
+                "routes": [{"dst": "0.0.0.0/0", "gw": "169.254.1.1", "mtu": 1450}],
                 "dns": {}
             })
         );
@@ -616,14 +609,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(two.single_ipv4().unwrap_err().code, code::IPAM_RESULT);
-    }
-
-    #[test]
-    fn pod_routes_add_ipam_routes_once() {
-        let ipam: CniResult = serde_json::from_str(
-            r#"{"cniVersion":"1.0.0","ips":[],"routes":[{"dst":"0.0.0.0/0"},{"dst":"10.96.0.1/12","gw":"10.244.0.1"},{"dst":"fd00::/8"}]}"#,
-        )
-        .unwrap();
-        assert_eq!(pod_routes(&ipam), vec!["0.0.0.0/0".parse::<Ipv4Net>().unwrap(), "10.96.0.0/12".parse().unwrap()]);
     }
 }

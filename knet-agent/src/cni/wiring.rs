@@ -16,12 +16,15 @@ use rtnetlink::{
         address::AddressAttribute,
         link::{LinkAttribute, LinkFlags, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
-        route::{RouteAddress, RouteAttribute, RouteHeader, RouteScope},
+        route::{RouteAddress, RouteAttribute, RouteHeader, RouteMetric, RouteScope},
     },
     Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
-use super::spec::{code, CniError, POD_GATEWAY};
+use super::{
+    routes::PodRoute,
+    spec::{code, CniError, POD_GATEWAY},
+};
 use crate::mac::MacAddr;
 
 fn netlink_error(what: impl Into<String>, e: rtnetlink::Error) -> CniError {
@@ -145,15 +148,15 @@ pub async fn add_host_route(handle: &Handle, ip: Ipv4Addr, index: u32) -> Result
 
 /// Inside the pod: interface `ifname` up with `mtu`, `ip`/32 on it, the
 /// gateway's permanent neighbour entry with `gateway_mac`, the gateway's
-/// link-scope route, and every route in `routes` via the gateway, on-link.
-/// Returns the interface.
+/// link-scope route, and every route in `routes` via the gateway, on-link,
+/// with its MTU metric. Returns the interface.
 pub async fn configure_pod(
     handle: Handle,
     ifname: String,
     ip: Ipv4Addr,
     mtu: u32,
     gateway_mac: MacAddr,
-    routes: Vec<Ipv4Net>,
+    routes: Vec<PodRoute>,
 ) -> Result<Link, CniError> {
     let link = link(&handle, &ifname).await?.ok_or_else(|| {
         CniError::new(code::NETLINK, format!("{ifname} is not in the pod's namespace after the move"))
@@ -184,13 +187,16 @@ pub async fn configure_pod(
         .execute()
         .await
         .map_err(|e| netlink_error("cannot add the gateway's route", e))?;
-    for dst in routes {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+    for PodRoute { dst, mtu } in routes {
+        let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dst.network(), dst.prefix_len())
             .gateway(POD_GATEWAY)
             .output_interface(link.index)
             .onlink()
             .build();
+        if let Some(mtu) = mtu {
+            route.attributes.push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+        }
         handle
             .route()
             .add(route)
@@ -208,6 +214,8 @@ pub struct RouteEntry {
     pub dst: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
     pub oif: Option<u32>,
+    /// The route's MTU metric, if it has one.
+    pub mtu: Option<u32>,
 }
 
 /// What a pod's namespace holds for interface `ifname`.
@@ -266,12 +274,19 @@ pub async fn main_table_routes(handle: &Handle) -> Result<Vec<RouteEntry>, CniEr
         let mut dst = Ipv4Addr::UNSPECIFIED;
         let mut gateway = None;
         let mut oif = None;
+        let mut mtu = None;
         for attr in &msg.attributes {
             match attr {
                 RouteAttribute::Table(t) => table = *t,
                 RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
                 RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
                 RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Metrics(metrics) => {
+                    mtu = metrics.iter().find_map(|m| match m {
+                        RouteMetric::Mtu(v) => Some(*v),
+                        _ => None,
+                    })
+                }
                 _ => {}
             }
         }
@@ -279,7 +294,7 @@ pub async fn main_table_routes(handle: &Handle) -> Result<Vec<RouteEntry>, CniEr
             continue;
         }
         if let Ok(dst) = Ipv4Net::new(dst, msg.header.destination_prefix_length) {
-            routes.push(RouteEntry { dst, gateway, oif });
+            routes.push(RouteEntry { dst, gateway, oif, mtu });
         }
     }
     Ok(routes)
