@@ -1,13 +1,19 @@
 //! A namespace cluster: an underlay bridge, nodes on it each with a real
 //! agent and the static node file, pods on every node, and a host outside
-//! the cluster on the same underlay.
+//! the cluster on the same underlay. Pods are wired by the harness
+//! (`Cluster::new`) or through the knet CNI plugin as a container runtime
+//! runs it (`Cluster::with_cni`).
 
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{netns::unique_name, wait, Agent, AgentOptions, Netns, Node, Pod};
+use crate::{
+    cni::{Attachment, KnetNetwork},
+    netns::unique_name,
+    wait, Agent, AgentOptions, Netns, Node, Pod,
+};
 
 /// The underlay subnet; node `i` is `.10 + i`, the outside host `.250`.
 pub const UNDERLAY_PREFIX: [u8; 3] = [192, 168, 77];
@@ -34,14 +40,28 @@ pub fn node_line(i: usize) -> String {
     format!("{} {} {}\n", node_name(i), node_address(i), pod_cidr(i))
 }
 
+/// How a cluster's pods are wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wiring {
+    /// `Node::add_pod` and the agent's API, by the harness.
+    Harness,
+    /// CNI ADD through the knet plugin with host-local IPAM.
+    Cni,
+}
+
 pub struct Cluster {
-    // Drop order: agents stop, then pods, nodes, the outside host, the
-    // fabric, and last the directory with the node file.
+    // Drop order: CNI DEL of every pod the plugin added (agents still up),
+    // agents stop, then pods, nodes, the outside host, the fabric, the CNI
+    // networks' IPAM directories, and last the directory with the node file.
+    /// With `with_cni`: one per pod, in the order of `all_pods`.
+    pub attachments: Vec<Attachment>,
     pub agents: Vec<Agent>,
     pub pods: Vec<Vec<Pod>>,
     pub nodes: Vec<Node>,
     pub outside: Netns,
     pub fabric: Netns,
+    /// With `with_cni`: each node's knet network (config, IPAM directory).
+    pub networks: Vec<KnetNetwork>,
     dir: TempDir,
 }
 
@@ -54,8 +74,21 @@ impl Drop for TempDir {
 }
 
 impl Cluster {
-    /// `nodes` nodes with `pods` pods each, in `mode` ("vxlan" or "native").
+    /// `nodes` nodes with `pods` pods each, in `mode` ("vxlan" or "native");
+    /// pod `j` of node `i` is `pod_address(i, j)`, wired by the harness.
     pub fn new(nodes: usize, pods: usize, mode: &str) -> Result<Self> {
+        Self::build(nodes, pods, mode, Wiring::Harness)
+    }
+
+    /// Like `new`, but every pod is ADDed through the knet CNI plugin as a
+    /// runtime does it (host-local IPAM from the node's pod CIDR, `mtu` the
+    /// node's underlay MTU, the node's agent socket); their addresses are
+    /// host-local's. On drop every pod is DELed before its agent stops.
+    pub fn with_cni(nodes: usize, pods: usize, mode: &str) -> Result<Self> {
+        Self::build(nodes, pods, mode, Wiring::Cni)
+    }
+
+    fn build(nodes: usize, pods: usize, mode: &str, wiring: Wiring) -> Result<Self> {
         let dir = TempDir(std::env::temp_dir().join(unique_name("cluster")));
         std::fs::create_dir_all(&dir.0)?;
         let fabric = Netns::new("fabric")?;
@@ -67,7 +100,16 @@ impl Cluster {
         outside.ip(&["addr", "add", &format!("{OUTSIDE}/24"), "dev", "eth0"])?;
         outside.ip(&["link", "set", "eth0", "up"])?;
 
-        let mut cluster = Cluster { agents: vec![], pods: vec![], nodes: vec![], outside, fabric, dir };
+        let mut cluster = Cluster {
+            attachments: vec![],
+            agents: vec![],
+            pods: vec![],
+            nodes: vec![],
+            outside,
+            fabric,
+            networks: vec![],
+            dir,
+        };
         let file: String = (0..nodes).map(node_line).collect();
         cluster.write_nodes_file(&file)?;
         for i in 0..nodes {
@@ -78,18 +120,41 @@ impl Cluster {
         for i in 0..nodes {
             let opts = AgentOptions { node_name: node_name(i), pod_cidr: pod_cidr(i) };
             let agent = Agent::start_with(&cluster.nodes[i].ns, &opts, &extra)?;
-            let route_mtu = agent.nodes()?["route_mtu"].as_u64().context("agent reports no route_mtu")? as u32;
-            cluster.nodes[i].set_pod_routes(&pod_cidr(i), route_mtu);
-            let mut node_pods = Vec::new();
-            for j in 0..pods {
-                let pod = cluster.nodes[i].add_pod(&format!("n{i}p{j}"), pod_address(i, j))?;
-                agent.add_pod(&pod)?;
-                node_pods.push(pod);
-            }
             cluster.agents.push(agent);
-            cluster.pods.push(node_pods);
+            cluster.pods.push(Vec::new());
+            match wiring {
+                Wiring::Harness => cluster.harness_pods(i, pods)?,
+                Wiring::Cni => cluster.cni_pods(i, pods)?,
+            }
         }
         Ok(cluster)
+    }
+
+    fn harness_pods(&mut self, i: usize, pods: usize) -> Result<()> {
+        let route_mtu = self.agents[i].nodes()?["route_mtu"].as_u64().context("agent reports no route_mtu")? as u32;
+        self.nodes[i].set_pod_routes(&pod_cidr(i), route_mtu);
+        for j in 0..pods {
+            let pod = self.nodes[i].add_pod(&format!("n{i}p{j}"), pod_address(i, j))?;
+            // Kept first, so a refusal below still removes the pod.
+            self.pods[i].push(pod);
+            self.agents[i].add_pod(self.pods[i].last().expect("pushed"))?;
+        }
+        Ok(())
+    }
+
+    fn cni_pods(&mut self, i: usize, pods: usize) -> Result<()> {
+        let node = &self.nodes[i];
+        let underlay_mtu = node.ns.read("/sys/class/net/eth0/mtu")?;
+        let mut net = KnetNetwork::new(&node.ns, &pod_cidr(i), self.agents[i].socket())?;
+        net.mtu = underlay_mtu.trim().parse().with_context(|| format!("underlay mtu {underlay_mtu:?}"))?;
+        self.networks.push(net);
+        let net = self.networks.last().expect("pushed");
+        for j in 0..pods {
+            let added = net.add_pod(&format!("n{i}p{j}")).with_context(|| format!("pod {j} of node {i}"))?;
+            self.attachments.push(added.attachment);
+            self.pods[i].push(added.pod);
+        }
+        Ok(())
     }
 
     pub fn nodes_file(&self) -> PathBuf {

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::{netns::unique_name, Netns};
+use crate::{netns::unique_name, topology::Pod, Netns};
 
 /// Where Debian's containernetworking-plugins puts host-local and portmap.
 pub const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
@@ -176,6 +176,8 @@ impl Drop for TempDir {
 pub struct KnetNetwork {
     pub name: String,
     pub pod_cidr: String,
+    /// The configuration's `mtu` (1500 unless set).
+    pub mtu: u32,
     pub agent_socket: PathBuf,
     pub plugin: PathBuf,
     pub data_dir: TempDir,
@@ -187,6 +189,7 @@ impl KnetNetwork {
         Ok(KnetNetwork {
             name: unique_name("net"),
             pod_cidr: pod_cidr.to_string(),
+            mtu: 1500,
             agent_socket: agent_socket.to_path_buf(),
             plugin: plugin_binary()?,
             data_dir: TempDir::new("ipam")?,
@@ -200,7 +203,7 @@ impl KnetNetwork {
             "cniVersion": "1.0.0",
             "name": self.name,
             "type": "knet",
-            "mtu": 1500,
+            "mtu": self.mtu,
             "agentSocket": self.agent_socket,
             "ipam": {
                 "type": "host-local",
@@ -254,6 +257,38 @@ impl KnetNetwork {
         self.run(&self.env("CHECK", container_id, Some(pod)), &conf)
     }
 
+    /// A new pod namespace, ADDed through the plugin exactly as a runtime
+    /// does (`CNI_*` environment, configuration on stdin, in the node's
+    /// namespace), under a unique container ID. The pod as the result
+    /// describes it, with a guard that DELs it on drop.
+    pub fn add_pod(&self, role: &str) -> Result<CniPod> {
+        let ns = Netns::new(role)?;
+        let container_id = unique_name(&format!("ctr-{role}"));
+        let out = self.add(&container_id, &ns)?;
+        if !out.success() {
+            bail!("CNI ADD of {role} failed ({:?}): {} {}", out.status, out.stdout.trim(), out.stderr.trim());
+        }
+        // From here on the guard DELs the pod if anything fails (it drops
+        // before `ns`).
+        let attachment = Attachment {
+            env: self.env("DEL", &container_id, Some(&ns)),
+            container_id,
+            result: out.json,
+            conf: self.conf(),
+            node_ns: self.node_ns.clone(),
+            plugin: self.plugin.clone(),
+            deleted: false,
+        };
+        let r = &attachment.result;
+        let ip = result_ip(r)?;
+        let host_veth = result_host_veth(r)?;
+        let mac = r["interfaces"][1]["mac"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("no interfaces[1].mac in {r}"))?;
+        Ok(CniPod { attachment, pod: Pod { ns, ip, mac, host_veth } })
+    }
+
     /// host-local's directory for this network.
     pub fn lease_dir(&self) -> PathBuf {
         self.data_dir.0.join(&self.name)
@@ -274,6 +309,77 @@ impl KnetNetwork {
         out.sort();
         out
     }
+}
+
+/// A pod added through the plugin. Field order is drop order: the
+/// attachment's CNI DEL runs while the pod's namespace still exists.
+pub struct CniPod {
+    pub attachment: Attachment,
+    pub pod: Pod,
+}
+
+/// One ADD's result; runs CNI DEL (with the result as `prevResult`, as
+/// libcni does) on drop unless `del` already succeeded. Holds copies of
+/// what DEL needs, so it may outlive the `KnetNetwork` value (not the
+/// network's IPAM directory, nor the agent, if DEL is to clean up fully).
+pub struct Attachment {
+    pub container_id: String,
+    /// The ADD result as the plugin printed it.
+    pub result: Value,
+    conf: Value,
+    env: CniEnv,
+    node_ns: String,
+    plugin: PathBuf,
+    deleted: bool,
+}
+
+impl Attachment {
+    /// CNI DEL now; the plugin's answer. Once it succeeded, drop does not
+    /// run it again.
+    pub fn del(&mut self) -> Result<CniOutput> {
+        let mut conf = self.conf.clone();
+        conf["prevResult"] = self.result.clone();
+        let out = exec(&self.node_ns, &self.plugin, &self.env, conf.to_string().as_bytes())?;
+        self.deleted |= out.success();
+        Ok(out)
+    }
+
+    /// CNI CHECK with the ADD result as `prevResult`.
+    pub fn check(&self) -> Result<CniOutput> {
+        let mut conf = self.conf.clone();
+        conf["prevResult"] = self.result.clone();
+        let env = CniEnv { command: "CHECK".into(), ..self.env.clone() };
+        exec(&self.node_ns, &self.plugin, &env, conf.to_string().as_bytes())
+    }
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        match self.del() {
+            Ok(out) if out.success() => {}
+            Ok(out) => {
+                eprintln!("cleanup: CNI DEL of {}: {} {}", self.container_id, out.stdout.trim(), out.stderr.trim())
+            }
+            Err(e) => eprintln!("cleanup: CNI DEL of {}: {e:#}", self.container_id),
+        }
+    }
+}
+
+/// The MTU the kernel uses toward `dst` from inside `ns` when the route
+/// sets one (`ip route get` shows it as `mtu N`); `None` for the device's.
+pub fn route_mtu(ns: &Netns, dst: Ipv4Addr) -> Result<Option<u32>> {
+    let text = ns.ip(&["route", "get", &dst.to_string()])?;
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "mtu" {
+            let v = words.next().context("mtu without a value")?;
+            return Ok(Some(v.parse().with_context(|| format!("mtu {v:?} in {text:?}"))?));
+        }
+    }
+    Ok(None)
 }
 
 fn collect(base: &Path, dir: &Path, out: &mut Vec<String>) {

@@ -511,3 +511,133 @@ fn add_with_a_hung_agent_fails_within_bounded_time_and_leaves_nothing() {
     drop(resume);
     assert_eq!(snapshot(&t, &pod, true), before, "a hung agent's ADD left something");
 }
+
+/// `ping -M do` (never fragment) of `size` payload bytes; its output.
+fn df_ping(from: &Netns, to: Ipv4Addr, size: u32) -> std::process::Output {
+    knet_tests::cmd::output(
+        "ip",
+        &from.exec_args(
+            "ping",
+            &["-c", "2", "-i", "0.2", "-W", "2", "-M", "do", "-s", &size.to_string(), &to.to_string()],
+        ),
+    )
+    .unwrap()
+}
+
+fn said(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn with_a_node_source_routes_leaving_the_node_carry_the_agents_route_mtu_and_same_node_keeps_the_full_mtu() {
+    // One node on an underlay (a bridge in a fabric namespace), its agent
+    // in VXLAN mode with a node file that lists it.
+    let fabric = Netns::new("fabric").unwrap();
+    fabric.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
+    fabric.ip(&["link", "set", "br0", "up"]).unwrap();
+    let node = Node::on_fabric("node", NODE_ADDRESS, &fabric, "n0").unwrap();
+    let dir = cni::TempDir::new("nodes").unwrap();
+    let nodes_file = dir.0.join("nodes");
+    std::fs::write(&nodes_file, format!("node-0 {NODE_ADDRESS} {POD_CIDR}\n")).unwrap();
+    let extra = format!("nodes_file = {:?}\nmode = \"vxlan\"\n", nodes_file.display().to_string());
+    let agent =
+        Agent::start_with(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: POD_CIDR.into() }, &extra)
+            .unwrap();
+    let (status, view) = agent.request("GET", "/v1/node", None).unwrap();
+    assert_eq!((status, &view["route_mtu"]), (200, &json!(1450)), "{view}");
+    let net = KnetNetwork::new(&node.ns, POD_CIDR, agent.socket()).unwrap();
+    let a = net.add_pod("pod-a").unwrap();
+    let b = net.add_pod("pod-b").unwrap();
+    let (pa, pb) = (&a.pod, &b.pod);
+
+    // The result reports the routes: the default one at the route MTU, the
+    // node's pod CIDR without one (the device's).
+    assert_eq!(
+        a.attachment.result["routes"],
+        json!([
+            {"dst": "0.0.0.0/0", "gw": "169.254.1.1", "mtu": 1450},
+            {"dst": POD_CIDR, "gw": "169.254.1.1"}
+        ])
+    );
+    // The kernel has them so: the device keeps 1500, the default route
+    // carries 1450, the pod CIDR route nothing.
+    assert_eq!(pa.ns.read("/sys/class/net/eth0/mtu").unwrap().trim(), "1500");
+    let routes: Value = serde_json::from_str(&pa.ns.ip(&["-j", "route", "show"]).unwrap()).unwrap();
+    let route = |dst: &str| {
+        routes.as_array().unwrap().iter().find(|r| r["dst"] == dst).unwrap_or_else(|| panic!("no {dst} in {routes}"))
+    };
+    assert_eq!(route("default")["metrics"], json!([{"mtu": 1450}]), "{routes}");
+    assert_eq!(route("default")["gateway"], "169.254.1.1");
+    assert_eq!(route(POD_CIDR)["gateway"], "169.254.1.1");
+    assert!(route(POD_CIDR)["metrics"].is_null(), "the pod CIDR route has metrics: {routes}");
+    assert_eq!(cni::route_mtu(&pa.ns, pb.ip).unwrap(), None);
+    assert_eq!(cni::route_mtu(&pa.ns, Ipv4Addr::new(10, 244, 1, 5)).unwrap(), Some(1450));
+    assert_eq!(cni::route_mtu(&pa.ns, NODE_ADDRESS).unwrap(), Some(1450));
+
+    // Same node: a full 1500-byte packet that may not be fragmented
+    // arrives (through knet's redirect).
+    let (redirected_before, _) = agent.stat("redirect_local").unwrap();
+    let full = df_ping(&pa.ns, pb.ip, 1472);
+    assert!(full.status.success(), "1500-byte DF ping to the same-node pod failed: {}", said(&full));
+    assert!(agent.stat("redirect_local").unwrap().0 >= redirected_before + 4);
+    // Leaving the pod's subnet: 1450 bytes go, 1451 are refused by the
+    // pod's own stack.
+    let fits = df_ping(&pa.ns, NODE_ADDRESS, 1422);
+    assert!(fits.status.success(), "1450-byte DF ping to the node failed: {}", said(&fits));
+    let too_big = df_ping(&pa.ns, NODE_ADDRESS, 1423);
+    assert!(!too_big.status.success(), "1451 bytes went out past a 1450 route MTU");
+    assert!(said(&too_big).contains("1450"), "not refused at the route MTU: {}", said(&too_big));
+
+    // CHECK holds the pod to those routes and their MTUs.
+    a.attachment.check().unwrap().expect_ok("CHECK a");
+    b.attachment.check().unwrap().expect_ok("CHECK b");
+    pa.ns.ip(&["route", "change", "default", "via", "169.254.1.1", "dev", "eth0", "onlink"]).unwrap();
+    pa.ns.ip(&["route", "del", POD_CIDR]).unwrap();
+    let out = a.attachment.check().unwrap().expect_error(102, "CHECK with the route MTUs changed");
+    let msg = out.json["msg"].as_str().unwrap();
+    assert!(msg.contains("route 0.0.0.0/0 via 169.254.1.1 has mtu none (the device's), expected 1450"), "{msg}");
+    assert!(msg.contains(&format!("no route {POD_CIDR} via 169.254.1.1")), "{msg}");
+
+    // The harness' guards DEL the pods: no veth, lease or endpoint stays.
+    drop((a, b));
+    assert!(net.leases().is_empty(), "leases left: {:?}", net.leases());
+    assert_eq!(endpoint_ips(&agent), Vec::<String>::new());
+    assert_eq!(links(&node.ns).unwrap(), vec!["eth0", "lo"]);
+}
+
+#[test]
+fn a_two_node_vxlan_cluster_wired_by_the_plugin_has_full_pod_to_pod_connectivity() {
+    let c = knet_tests::cluster::Cluster::with_cni(2, 2, "vxlan").unwrap();
+    let pods: Vec<_> = c.all_pods().collect();
+    // Addresses from host-local, out of each node's own pod CIDR, one lease
+    // each, and every pod passes CHECK.
+    for (i, p) in &pods {
+        assert_eq!(p.ip.octets()[..3], [10, 244, *i as u8], "pod {} is not in node {i}'s pod CIDR", p.ip);
+        assert!(c.networks[*i].leases().contains(&p.ip), "no lease for {}", p.ip);
+        assert_eq!(cni::route_mtu(&p.ns, Ipv4Addr::new(10, 244, 1 - *i as u8, 9)).unwrap(), Some(1450));
+    }
+    assert_eq!(c.attachments.len(), 4);
+    for att in &c.attachments {
+        att.check().unwrap().expect_ok("CHECK");
+    }
+
+    for (i, a) in &pods {
+        for (j, b) in &pods {
+            if a.ip != b.ip {
+                traffic::ping(&a.ns, b.ip, 2)
+                    .unwrap_or_else(|e| panic!("pod {} (node {i}) -> pod {} (node {j}): {e:#}", a.ip, b.ip));
+            }
+        }
+    }
+    // TCP with the default MSS across nodes, both directions, and on a node.
+    let opts = traffic::IperfOptions { seconds: 1, ..Default::default() };
+    for (a, b) in [(&c.pods[0][0], &c.pods[1][1]), (&c.pods[1][0], &c.pods[0][1]), (&c.pods[0][1], &c.pods[0][0])] {
+        let t = traffic::iperf3(&a.ns, &b.ns, b.ip, opts).unwrap();
+        assert!(t.bytes_received > 1_000_000, "{} -> {}: only {} bytes", a.ip, b.ip, t.bytes_received);
+    }
+    for (n, agent) in c.agents.iter().enumerate() {
+        assert!(agent.stat("redirect_tunnel").unwrap().0 > 100, "node {n} tunnelled nothing");
+        assert!(agent.stat("deliver_from_node").unwrap().0 > 100, "node {n} delivered nothing from the other");
+        assert_eq!(agent.stat("drop_too_big_for_tunnel").unwrap().0, 0);
+    }
+}
