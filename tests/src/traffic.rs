@@ -88,6 +88,10 @@ pub fn iperf3(client: &Netns, server_ns: &Netns, server_ip: Ipv4Addr, opts: Iper
     if opts.reverse {
         args.push("-R");
     }
+    let affinity = opts.cpus.map(|(c, s)| format!("{c},{s}"));
+    if let Some(a) = &affinity {
+        args.extend(["-A", a.as_str()]);
+    }
     let out = crate::cmd::output(
         "ip",
         &client
@@ -114,10 +118,13 @@ pub struct IperfOptions {
     pub seconds: u32,
     pub streams: u32,
     pub reverse: bool,
+    /// Pin the client and the server to these CPUs (`iperf3 -A`), so that
+    /// runs compared with each other share one placement.
+    pub cpus: Option<(u32, u32)>,
 }
 
 impl Default for IperfOptions {
     fn default() -> Self {
-        IperfOptions { seconds: 1, streams: 1, reverse: false }
+        IperfOptions { seconds: 1, streams: 1, reverse: false, cpus: None }
     }
 }

@@ -18,7 +18,7 @@ use crate::{build, root, setup, step, test::require_root};
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Repetitions of every measurement (interleaved across data planes).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     reps: u32,
     /// Seconds per iperf3 run.
     #[arg(long, default_value_t = 5)]
