@@ -4,7 +4,7 @@
 
 use std::{
     io::{Read, Write},
-    os::unix::net::UnixStream,
+    os::unix::{net::UnixStream, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -94,6 +94,10 @@ impl Agent {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
+            // A process group of its own: a terminal's Ctrl-C reaches the
+            // sandbox or test, which stops the agent itself after the pods'
+            // CNI DEL (which needs it) has run.
+            .process_group(0)
             .spawn()
             .context("cannot start knet-agent")?;
         self.child = Some(child);
