@@ -32,8 +32,9 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// A sandbox node with two pods in network namespaces, wired through
-    /// knet, until Ctrl-C.
+    /// A sandbox cluster in network namespaces (nodes with real agents,
+    /// pods added through the CNI plugin), its connectivity matrix, until
+    /// Ctrl-C.
     Run(run::RunArgs),
     /// Unit tests, then the namespace integration tests one at a time.
     Test {

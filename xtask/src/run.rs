@@ -1,8 +1,12 @@
-//! `cargo xtask run`: a sandbox node with pods as network namespaces,
-//! wired through a real agent, its connectivity matrix, then it stays up
-//! until Ctrl-C and tears everything down.
+//! `cargo xtask run`: a sandbox cluster out of network namespaces. Node
+//! namespaces on an underlay bridge, one real agent per node with the
+//! static node file, pods added through the knet CNI plugin exactly as a
+//! container runtime adds them; then the topology, the full connectivity
+//! matrix and every node's data path counters. It stays up until Ctrl-C
+//! (or `--duration`) and tears everything down, CNI DEL of every pod first.
 
 use std::{
+    io::Write,
     net::Ipv4Addr,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -13,44 +17,68 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use knet_tests::{
+    cluster::{self, Cluster},
     traffic::{self, IperfOptions},
-    Agent, AgentOptions, Netns, Node, Pod,
+    Agent, Netns,
 };
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::{build, setup, step, test::require_root};
 
 const DEFAULT_SANDBOX: &str = include_str!("../sandbox.toml");
+
+/// Bounds of the sandbox's addressing (see `knet_tests::cluster`): node
+/// `i` is 192.168.77.(10+i) with pod CIDR 10.244.i.0/24.
+const MAX_NODES: u32 = 64;
+const MAX_PODS: u32 = 200;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// A sandbox file like xtask/sandbox.toml (the embedded default otherwise).
     #[arg(long)]
     config: Option<std::path::PathBuf>,
+    /// Node namespaces on the underlay bridge.
+    #[arg(long)]
+    nodes: Option<u32>,
+    /// Pods per node.
+    #[arg(long)]
+    pods: Option<u32>,
+    /// How traffic crosses between nodes.
+    #[arg(long, value_parser = ["vxlan", "native"])]
+    mode: Option<String>,
     /// Tear down after this many seconds instead of waiting for Ctrl-C.
     #[arg(long)]
     duration: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 struct Sandbox {
-    node_name: String,
-    pod_cidr: String,
-    node_address: Ipv4Addr,
-    pods: u8,
+    nodes: u32,
+    pods: u32,
+    mode: String,
 }
 
 impl Sandbox {
-    fn pod_ips(&self) -> Result<Vec<Ipv4Addr>> {
-        let (net, len) = self.pod_cidr.split_once('/').context("pod_cidr needs a prefix length")?;
-        let net: Ipv4Addr = net.parse().context("pod_cidr")?;
-        let len: u32 = len.parse().context("pod_cidr prefix")?;
-        let room = 2u32.saturating_pow(32 - len.min(32)).saturating_sub(2);
-        if u32::from(self.pods) > room {
-            bail!("{} pods do not fit in {}", self.pods, self.pod_cidr);
+    /// The file's settings with the flags on top, checked.
+    fn resolve(text: &str, args: &RunArgs) -> Result<Self> {
+        let mut s: Sandbox = toml::from_str(text).context("invalid sandbox config")?;
+        s.nodes = args.nodes.unwrap_or(s.nodes);
+        s.pods = args.pods.unwrap_or(s.pods);
+        if let Some(mode) = &args.mode {
+            s.mode = mode.clone();
         }
-        Ok((0..u32::from(self.pods)).map(|i| Ipv4Addr::from(u32::from(net) + 2 + i)).collect())
+        if !(1..=MAX_NODES).contains(&s.nodes) {
+            bail!("nodes must be 1..={MAX_NODES}, not {}", s.nodes);
+        }
+        if !(1..=MAX_PODS).contains(&s.pods) {
+            bail!("pods must be 1..={MAX_PODS} per node, not {}", s.pods);
+        }
+        if s.mode != "vxlan" && s.mode != "native" {
+            bail!("mode must be vxlan or native, not {:?}", s.mode);
+        }
+        Ok(s)
     }
 }
 
@@ -60,9 +88,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
         None => DEFAULT_SANDBOX.to_string(),
     };
-    let sandbox: Sandbox = toml::from_str(&text).context("invalid sandbox config")?;
+    let sandbox = Sandbox::resolve(&text, &args)?;
     let tc = setup::ensure_ready()?;
-    // The debug build is where the harness looks for the agent.
+    // The debug build is where the harness looks for the agent and the plugin.
     build::all(&tc, false)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -70,94 +98,212 @@ pub fn run(args: RunArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
 
-    step("building the sandbox");
-    let node = Node::new("sandbox-node", sandbox.node_address)?;
-    let pods: Vec<Pod> = sandbox
-        .pod_ips()?
-        .into_iter()
-        .enumerate()
-        .map(|(i, ip)| node.add_pod(&format!("sandbox-pod{i}"), ip))
-        .collect::<Result<_>>()?;
-    let agent = Agent::start(
-        &node.ns,
-        &AgentOptions { node_name: sandbox.node_name.clone(), pod_cidr: sandbox.pod_cidr.clone() },
-    )?;
-    for pod in &pods {
-        agent.add_pod(pod)?;
-    }
-
-    print_topology(&sandbox, &node, &pods, &agent);
-    print_matrix(&node, &pods)?;
-    println!("\ndata path counters (knet-agent stats):");
-    for name in ["redirect_local", "pass_to_stack", "pass_not_ipv4", "drop_spoofed_source"] {
-        let (packets, bytes) = agent.stat(name)?;
-        println!("  {name:<22} {packets:>10} packets {bytes:>12} bytes");
-    }
-
-    let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs(s));
-    match deadline {
-        Some(_) => println!("\nup for {}s; Ctrl-C to stop sooner", args.duration.unwrap_or(0)),
-        None => println!(
-            "\nup; try `ip netns exec {} ping {}`. Ctrl-C tears it all down.",
-            pods[0].ns.name(),
-            pods.last().map(|p| p.ip).unwrap_or(sandbox.node_address)
-        ),
-    }
-    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    step("tearing down");
-    drop(agent);
-    drop(pods);
-    drop(node);
-    step("done");
-    Ok(())
-}
-
-fn print_topology(sandbox: &Sandbox, node: &Node, pods: &[Pod], agent: &Agent) {
-    println!(
-        "\nnode {} (netns {}), address {}, pod CIDR {}",
-        sandbox.node_name,
-        node.ns.name(),
-        node.address,
-        sandbox.pod_cidr
-    );
-    println!("  agent API socket {}", agent.socket().display());
-    for pod in pods {
-        println!("  pod {:<14} netns {:<28} host veth {:<5} mac {}", pod.ip, pod.ns.name(), pod.host_veth, pod.mac);
-    }
-}
-
-/// Ping and a short TCP transfer from every endpoint to every other.
-fn print_matrix(node: &Node, pods: &[Pod]) -> Result<()> {
-    let mut ends: Vec<(String, &Netns, Ipv4Addr)> =
-        pods.iter().enumerate().map(|(i, p)| (format!("pod{i}"), &p.ns, p.ip)).collect();
-    ends.push(("node".to_string(), &node.ns, node.address));
-    println!("\nconnectivity (ping / TCP):");
-    print!("  {:<8}", "from\\to");
-    for (name, _, ip) in &ends {
-        print!(" {:<22}", format!("{name} {ip}"));
-    }
-    println!();
-    let mut failures = 0;
-    for (from, from_ns, _) in &ends {
-        print!("  {from:<8}");
-        for (to, to_ns, to_ip) in &ends {
-            if from == to {
-                print!(" {:<22}", "-");
-                continue;
+    step(format!(
+        "building the sandbox: {} nodes, {} pods each, {} mode, pods added through the knet CNI plugin",
+        sandbox.nodes, sandbox.pods, sandbox.mode
+    ));
+    let cluster = Cluster::with_cni(sandbox.nodes as usize, sandbox.pods as usize, &sandbox.mode)?;
+    let outcome = report(&cluster, &sandbox, &stop);
+    if outcome.is_ok() {
+        let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs(s));
+        match args.duration {
+            Some(s) => println!("\nup for {s}s; Ctrl-C to stop sooner"),
+            None => {
+                let (a, b) = (&cluster.pods[0][0], cluster.all_pods().last().expect("a pod").1);
+                println!("\nup; try `ip netns exec {} ping {}`. Ctrl-C tears it all down.", a.ns.name(), b.ip)
             }
-            let ping = traffic::ping(from_ns, *to_ip, 2).is_ok();
-            let tcp = traffic::iperf3(from_ns, to_ns, *to_ip, IperfOptions { seconds: 1, ..Default::default() })
-                .map(|t| format!("{:.1} Gbit/s", t.bits_per_second / 1e9));
-            failures += usize::from(!ping) + usize::from(tcp.is_err());
-            let cell = format!("{} / {}", if ping { "ok" } else { "FAIL" }, tcp.unwrap_or_else(|_| "FAIL".into()));
-            print!(" {cell:<22}");
         }
-        println!();
+        while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
+    step("tearing down (CNI DEL of every pod, then the agents and namespaces)");
+    drop(cluster);
+    step("done");
+    outcome
+}
+
+/// Topology, matrix and counters; an error if any connectivity check failed.
+fn report(cluster: &Cluster, sandbox: &Sandbox, stop: &AtomicBool) -> Result<()> {
+    print_topology(cluster, sandbox)?;
+    let failures = print_matrix(cluster, stop)?;
+    print_stats(cluster, sandbox)?;
     if failures > 0 {
         bail!("{failures} connectivity checks failed");
     }
     Ok(())
+}
+
+/// `GET path` on an agent's API.
+fn api(agent: &Agent, path: &str) -> Result<Value> {
+    let (status, v) = agent.request("GET", path, None)?;
+    if status != 200 {
+        bail!("GET {path}: {status} {v}");
+    }
+    Ok(v)
+}
+
+fn print_topology(cluster: &Cluster, sandbox: &Sandbox) -> Result<()> {
+    let nodes_file = cluster.nodes_file();
+    println!("\nsandbox: {} nodes, {} mode", sandbox.nodes, sandbox.mode);
+    println!("  underlay bridge br0 in netns {}", cluster.fabric.name());
+    println!("  outside host {} (netns {})", cluster::OUTSIDE, cluster.outside.name());
+    println!("  node file {}:", nodes_file.display());
+    for line in std::fs::read_to_string(&nodes_file)?.lines() {
+        println!("    {line}");
+    }
+    let mut attachments = cluster.attachments.iter();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let agent = &cluster.agents[i];
+        let view = api(agent, "/v1/node")?;
+        println!(
+            "\nnode {} (netns {}), underlay {} on eth0, pod CIDR {}, route MTU {}",
+            view["node_name"].as_str().unwrap_or("?"),
+            node.ns.name(),
+            node.address,
+            view["pod_cidr"].as_str().unwrap_or("?"),
+            view["route_mtu"],
+        );
+        println!("  agent API socket {}", agent.socket().display());
+        if let Some(net) = cluster.networks.get(i) {
+            let plugin = net.plugin.canonicalize().unwrap_or_else(|_| net.plugin.clone());
+            println!("  CNI: knet plugin {}, host-local data {}", plugin.display(), net.data_dir.0.display());
+        }
+        for pod in &cluster.pods[i] {
+            let container = attachments.next().map(|a| a.container_id.as_str()).unwrap_or("-");
+            println!(
+                "  pod {:<12} netns {:<24} host veth {:<15} mac {}  container {container}",
+                pod.ip,
+                pod.ns.name(),
+                pod.host_veth,
+                pod.mac
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One end of the matrix: a pod or a node.
+struct End<'a> {
+    name: String,
+    ns: &'a Netns,
+    ip: Ipv4Addr,
+}
+
+const CELL: usize = 18;
+
+/// Ping and a short iperf3 TCP transfer from every pod and node to every
+/// other; the number of failed checks. Ctrl-C stops it between rows.
+fn print_matrix(cluster: &Cluster, stop: &AtomicBool) -> Result<usize> {
+    let mut ends: Vec<End> = cluster
+        .pods
+        .iter()
+        .enumerate()
+        .flat_map(|(i, pods)| {
+            pods.iter().enumerate().map(move |(j, p)| End { name: format!("n{i}p{j}"), ns: &p.ns, ip: p.ip })
+        })
+        .collect();
+    ends.extend(cluster.nodes.iter().enumerate().map(|(i, n)| End {
+        name: cluster::node_name(i),
+        ns: &n.ns,
+        ip: n.address,
+    }));
+    println!("\nconnectivity, every pod and node to every pod and node (ping / 1 s iperf3 TCP):");
+    print!("  {:<22}", "from \\ to");
+    for e in &ends {
+        print!(" {:<CELL$}", e.name);
+    }
+    print!("\n  {:<22}", "");
+    for e in &ends {
+        print!(" {:<CELL$}", e.ip);
+    }
+    println!();
+    let mut failures = 0;
+    let opts = IperfOptions { seconds: 1, ..Default::default() };
+    for from in &ends {
+        if stop.load(Ordering::Relaxed) {
+            println!("  (interrupted)");
+            break;
+        }
+        print!("  {:<22}", format!("{} {}", from.name, from.ip));
+        for to in &ends {
+            if from.ip == to.ip {
+                print!(" {:<CELL$}", "-");
+                continue;
+            }
+            let ping = traffic::ping(from.ns, to.ip, 2).is_ok();
+            let tcp = traffic::iperf3(from.ns, to.ns, to.ip, opts).map(|t| format!("{:.1}G", t.bits_per_second / 1e9));
+            failures += usize::from(!ping) + usize::from(tcp.is_err());
+            let cell = format!("{} / {}", if ping { "ok" } else { "FAIL" }, tcp.unwrap_or_else(|_| "FAIL".into()));
+            print!(" {cell:<CELL$}");
+            let _ = std::io::stdout().flush();
+        }
+        println!();
+    }
+    if failures == 0 {
+        println!("  all ok");
+    }
+    Ok(failures)
+}
+
+/// Every node's `STATS`: the forwarding counters and the drops.
+fn print_stats(cluster: &Cluster, sandbox: &Sandbox) -> Result<()> {
+    let cross = if sandbox.mode == "vxlan" { "redirect_tunnel" } else { "redirect_native" };
+    let columns = ["redirect_local", cross, "deliver_from_node", "pass_to_stack"];
+    println!("\ndata path counters per node (packets, GET /v1/stats):");
+    print!("  {:<8}", "node");
+    for c in columns {
+        print!(" {c:>18}");
+    }
+    println!(" {:>8}  drops by reason", "drops");
+    for (i, agent) in cluster.agents.iter().enumerate() {
+        let stats = api(agent, "/v1/stats")?;
+        let entries = stats.as_array().context("stats is not a list")?;
+        let packets =
+            |name: &str| entries.iter().find(|e| e["name"] == name).and_then(|e| e["packets"].as_u64()).unwrap_or(0);
+        print!("  {:<8}", cluster::node_name(i));
+        for c in columns {
+            print!(" {:>18}", packets(c));
+        }
+        let drops: Vec<(&str, u64)> = entries
+            .iter()
+            .filter(|e| e["drop"] == true)
+            .filter_map(|e| Some((e["name"].as_str()?, e["packets"].as_u64()?)))
+            .collect();
+        let total: u64 = drops.iter().map(|(_, n)| n).sum();
+        let named: Vec<String> = drops.iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name} {n}")).collect();
+        println!(" {total:>8}  {}", if named.is_empty() { "-".to_string() } else { named.join(", ") });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(nodes: Option<u32>, pods: Option<u32>, mode: Option<&str>) -> RunArgs {
+        RunArgs { config: None, nodes, pods, mode: mode.map(str::to_string), duration: None }
+    }
+
+    #[test]
+    fn the_embedded_default_is_two_nodes_two_pods_vxlan() {
+        let s = Sandbox::resolve(DEFAULT_SANDBOX, &args(None, None, None)).unwrap();
+        assert_eq!(s, Sandbox { nodes: 2, pods: 2, mode: "vxlan".into() });
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let s = Sandbox::resolve(DEFAULT_SANDBOX, &args(Some(3), Some(1), Some("native"))).unwrap();
+        assert_eq!(s, Sandbox { nodes: 3, pods: 1, mode: "native".into() });
+    }
+
+    #[test]
+    fn out_of_range_and_unknown_settings_are_refused() {
+        assert!(Sandbox::resolve(DEFAULT_SANDBOX, &args(Some(0), None, None)).is_err());
+        assert!(Sandbox::resolve(DEFAULT_SANDBOX, &args(None, Some(MAX_PODS + 1), None)).is_err());
+        assert!(Sandbox::resolve("nodes = 2\npods = 2\nmode = \"gre\"\n", &args(None, None, None)).is_err());
+        assert!(
+            Sandbox::resolve("nodes = 2\npods = 2\nmode = \"vxlan\"\nextra = 1\n", &args(None, None, None)).is_err()
+        );
+    }
 }
