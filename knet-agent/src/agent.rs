@@ -49,6 +49,7 @@ impl Agent {
         };
         let mut agent = Agent { config, dataplane, endpoints: Endpoints::default(), netlink, cluster };
         agent.adopt_pinned_endpoints().await?;
+        agent.dataplane.prune_links()?;
         Ok(agent)
     }
 

@@ -103,7 +103,7 @@ impl Cluster {
         }
         let all = NodeChanges { upsert: desired.values().cloned().collect(), remove: vec![] };
         cluster.apply(&all, &desired, dp, nl).await?;
-        dp.attach_underlay(&cluster.underlay.name, config.mode == Mode::Vxlan)?;
+        dp.attach_underlay(&cluster.underlay.name, cluster.underlay.index, config.mode == Mode::Vxlan)?;
         tracing::info!(nodes = desired.len(), underlay = %cluster.underlay.name, mode = ?config.mode, "cluster programmed");
         Ok(cluster)
     }

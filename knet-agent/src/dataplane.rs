@@ -1,7 +1,11 @@
 //! Owns the loaded eBPF object: the bpffs pins, the programs' attach points
 //! and typed access to the maps. Nothing else touches BPF state.
 
-use std::{collections::HashMap, net::Ipv4Addr, path::Path};
+use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context, Result};
 use aya::{
@@ -9,7 +13,11 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
         Array, HashMap as BpfHashMap, MapData, PerCpuArray,
     },
-    programs::{tc, SchedClassifier, TcAttachType},
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::{self, SchedClassifierLink},
+        SchedClassifier, TcAttachType,
+    },
     util::KernelVersion,
     Ebpf, EbpfLoader,
 };
@@ -28,8 +36,23 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kn
 
 pub struct Dataplane {
     ebpf: Ebpf,
-    /// `from_pod` attachments by host veth ifindex.
-    from_pod_links: HashMap<u32, aya::programs::tc::SchedClassifierLinkId>,
+    /// Where attachments are pinned: `<pin_dir>/links/<program>-<ifindex>`.
+    links_dir: PathBuf,
+    /// Attachments this agent made or adopted, by (program, ifindex).
+    attached: HashMap<(&'static str, u32), Attachment>,
+}
+
+/// How an attachment is kept alive.
+enum Attachment {
+    /// A tcx link pinned in bpffs: it outlives the agent, so a restart or a
+    /// crash never takes the data path down.
+    Pinned(PathBuf),
+    /// A clsact filter (kernels before 6.6), held by this process.
+    Held(#[allow(dead_code, reason = "held only to keep the filter attached")] SchedClassifierLink),
+}
+
+fn uses_tcx() -> bool {
+    KernelVersion::current().map(|v| v >= KernelVersion::new(6, 6, 0)).unwrap_or(false)
 }
 
 impl Dataplane {
@@ -41,7 +64,8 @@ impl Dataplane {
         }
         let bpffs_root = Path::new("/sys/fs/bpf");
         ensure_bpffs(bpffs_root)?;
-        std::fs::create_dir_all(pin_dir).with_context(|| format!("cannot create {}", pin_dir.display()))?;
+        let links_dir = pin_dir.join("links");
+        std::fs::create_dir_all(&links_dir).with_context(|| format!("cannot create {}", links_dir.display()))?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(OBJECT)
@@ -51,32 +75,92 @@ impl Dataplane {
                 ebpf.program_mut(name).with_context(|| format!("the eBPF object has no {name} program"))?.try_into()?;
             prog.load().with_context(|| format!("the verifier rejected {name}"))?;
         }
-        Ok(Dataplane { ebpf, from_pod_links: HashMap::new() })
+        Ok(Dataplane { ebpf, links_dir, attached: HashMap::new() })
     }
 
-    /// Attaches `from_pod` to the ingress of a host-side veth (tcx; clsact
-    /// on kernels before 6.6).
-    pub fn attach_from_pod(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
-        if self.from_pod_links.contains_key(&ifindex) {
+    /// Attaches `program` to `ifname` (ifindex `ifindex`). With tcx the link
+    /// is pinned; a link a previous agent pinned there is adopted by
+    /// swapping this agent's program into it atomically, so no packet
+    /// meets an empty hook.
+    fn attach(&mut self, program: &'static str, ifname: &str, ifindex: u32, at: TcAttachType) -> Result<()> {
+        if self.attached.contains_key(&(program, ifindex)) {
             return Ok(());
         }
-        if KernelVersion::current().map(|v| v < KernelVersion::new(6, 6, 0)).unwrap_or(true) {
+        let prog: &mut SchedClassifier = self.ebpf.program_mut(program).context("program missing")?.try_into()?;
+        if !uses_tcx() {
             // Without tcx, TC programs hang off a clsact qdisc; "exists" is fine.
             let _ = tc::qdisc_add_clsact(ifname);
+            let id = prog.attach(ifname, at).with_context(|| format!("cannot attach {program} to {ifname}"))?;
+            let link = prog.take_link(id)?;
+            self.attached.insert((program, ifindex), Attachment::Held(link));
+            return Ok(());
         }
-        let prog = self.pod_program()?;
-        let id = prog
-            .attach(ifname, TcAttachType::Ingress)
-            .with_context(|| format!("cannot attach from_pod to {ifname}"))?;
-        self.from_pod_links.insert(ifindex, id);
+        let pin = self.links_dir.join(format!("{program}-{ifindex}"));
+        let adopted = match PinnedLink::from_pin(&pin) {
+            Ok(pinned) => SchedClassifierLink::try_from(FdLink::from(pinned))
+                .ok()
+                .and_then(|link| prog.attach_to_link(link).ok())
+                .map(|id| prog.take_link(id))
+                .is_some(),
+            Err(_) => false,
+        };
+        if !adopted {
+            // No pin, or one whose device is gone (its ifindex reused).
+            let _ = std::fs::remove_file(&pin);
+            let id = prog.attach(ifname, at).with_context(|| format!("cannot attach {program} to {ifname}"))?;
+            let link: FdLink = prog.take_link(id)?.try_into()?;
+            link.pin(&pin).with_context(|| format!("cannot pin the {program} link at {}", pin.display()))?;
+        }
+        self.attached.insert((program, ifindex), Attachment::Pinned(pin));
         Ok(())
     }
 
+    /// Detaches `program` from ifindex: unpinning releases the last
+    /// reference to the link, which detaches it.
+    fn detach(&mut self, program: &'static str, ifindex: u32) -> Result<()> {
+        if let Some(Attachment::Pinned(pin)) = self.attached.remove(&(program, ifindex)) {
+            std::fs::remove_file(&pin).with_context(|| format!("cannot unpin {}", pin.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes pinned links this agent did not adopt (their endpoints or
+    /// devices are gone).
+    pub fn prune_links(&mut self) -> Result<()> {
+        let kept: Vec<PathBuf> = self
+            .attached
+            .values()
+            .filter_map(|a| match a {
+                Attachment::Pinned(p) => Some(p.clone()),
+                Attachment::Held(_) => None,
+            })
+            .collect();
+        for entry in std::fs::read_dir(&self.links_dir)? {
+            let path = entry?.path();
+            if !kept.contains(&path) {
+                std::fs::remove_file(&path).with_context(|| format!("cannot unpin {}", path.display()))?;
+                tracing::info!(pin = %path.display(), "removed stale link");
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches `from_pod` to the ingress of a host-side veth.
+    pub fn attach_from_pod(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
+        self.attach(program_names::FROM_POD, ifname, ifindex, TcAttachType::Ingress)
+    }
+
     pub fn detach_from_pod(&mut self, ifindex: u32) -> Result<()> {
-        let Some(id) = self.from_pod_links.remove(&ifindex) else {
-            return Ok(());
-        };
-        self.pod_program()?.detach(id).context("cannot detach from_pod")?;
+        self.detach(program_names::FROM_POD, ifindex)
+    }
+
+    /// Attaches `from_netdev` (ingress) and, if `with_egress`, `to_netdev`
+    /// (egress) to the underlay device.
+    pub fn attach_underlay(&mut self, ifname: &str, ifindex: u32, with_egress: bool) -> Result<()> {
+        self.attach(program_names::FROM_NETDEV, ifname, ifindex, TcAttachType::Ingress)?;
+        if with_egress {
+            self.attach(program_names::TO_NETDEV, ifname, ifindex, TcAttachType::Egress)?;
+        }
         Ok(())
     }
 
@@ -85,24 +169,6 @@ impl Dataplane {
         let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
             .with_context(|| format!("cannot query tcx ingress of {ifname}"))?;
         programs.iter().map(|p| Ok(p.name_as_str().unwrap_or("").to_string())).collect()
-    }
-
-    /// Attaches `from_netdev` (ingress) and, if `with_egress`, `to_netdev`
-    /// (egress) to the underlay device. The links live as long as the agent.
-    pub fn attach_underlay(&mut self, ifname: &str, with_egress: bool) -> Result<()> {
-        if KernelVersion::current().map(|v| v < KernelVersion::new(6, 6, 0)).unwrap_or(true) {
-            let _ = tc::qdisc_add_clsact(ifname);
-        }
-        let mut attach = |name: &str, at: TcAttachType| -> Result<()> {
-            let prog: &mut SchedClassifier = self.ebpf.program_mut(name).context("program missing")?.try_into()?;
-            prog.attach(ifname, at).with_context(|| format!("cannot attach {name} to {ifname}"))?;
-            Ok(())
-        };
-        attach(program_names::FROM_NETDEV, TcAttachType::Ingress)?;
-        if with_egress {
-            attach(program_names::TO_NETDEV, TcAttachType::Egress)?;
-        }
-        Ok(())
     }
 
     pub fn set_config(&mut self, config: DataplaneConfig) -> Result<()> {
@@ -167,10 +233,6 @@ impl Dataplane {
     pub fn map_nodes(&mut self) -> Result<Vec<Ipv4Addr>> {
         let map = self.nodes_map()?;
         map.keys().map(|k| Ok(Ipv4Addr::from(k.context("cannot read NODES")?.to_ne_bytes()))).collect()
-    }
-
-    fn pod_program(&mut self) -> Result<&mut SchedClassifier> {
-        Ok(self.ebpf.program_mut(program_names::FROM_POD).context("from_pod missing")?.try_into()?)
     }
 
     fn endpoints_map(&mut self) -> Result<BpfHashMap<&mut MapData, u32, MapEndpoint>> {

@@ -118,7 +118,7 @@ fn a_spoofed_source_is_dropped_and_counted() {
 }
 
 #[test]
-fn agent_stops_cleanly_and_a_new_agent_adopts_the_pinned_state() {
+fn the_data_path_outlives_the_agent_and_a_new_agent_adopts_it() {
     let mut t = same_node();
     traffic::ping(&t.a.ns, t.b.ip, 2).unwrap();
     let (redirected_before, _) = t.agent.stat("redirect_local").unwrap();
@@ -128,13 +128,23 @@ fn agent_stops_cleanly_and_a_new_agent_adopts_the_pinned_state() {
     assert!(status.success(), "agent exited with {status} on SIGTERM");
     assert!(!socket.exists(), "the API socket was left behind");
 
+    // The data path outlives the agent: its links are pinned. With the
+    // agent gone, pods still talk through the redirect (the node does not
+    // forward, so there is no other way).
+    let forwarded_before = t.node.ns.forwarded_datagrams().unwrap();
+    traffic::ping(&t.a.ns, t.b.ip, 3).unwrap();
+    assert_eq!(t.node.ns.forwarded_datagrams().unwrap(), forwarded_before);
+
     t.agent.restart().unwrap();
     // The new agent found both endpoints in the pinned map, re-attached
     // from_pod, and the pinned counters carried on.
     assert_eq!(t.agent.map_ips().unwrap(), vec!["10.244.0.2", "10.244.0.3"]);
     assert_eq!(t.agent.endpoints().unwrap().as_array().unwrap().len(), 2);
+    // The new agent swapped its program into the pinned links: still
+    // exactly one program on each veth.
     assert_eq!(t.agent.tcx_ingress(&t.a.host_veth).unwrap(), vec!["from_pod"]);
-    assert!(t.agent.stat("redirect_local").unwrap().0 >= redirected_before);
-    traffic::ping(&t.a.ns, t.b.ip, 3).unwrap();
+    assert_eq!(t.agent.tcx_ingress(&t.b.host_veth).unwrap(), vec!["from_pod"]);
     assert!(t.agent.stat("redirect_local").unwrap().0 >= redirected_before + 6);
+    traffic::ping(&t.a.ns, t.b.ip, 3).unwrap();
+    assert!(t.agent.stat("redirect_local").unwrap().0 >= redirected_before + 12);
 }
