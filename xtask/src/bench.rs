@@ -6,6 +6,7 @@
 //! repetitions interleave the planes so that the machine's noise falls on
 //! all of them alike.
 
+mod kube_rules;
 mod report;
 mod topologies;
 
@@ -26,6 +27,10 @@ pub struct BenchArgs {
     /// iperf3 parallel stream counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     streams: Vec<u32>,
+    /// Load every node with this many kube-proxy-style iptables rules
+    /// (reported as its own case).
+    #[arg(long, default_value_t = 0)]
+    node_rules: u32,
     /// Cases to run.
     #[arg(long, value_delimiter = ',', default_value = "same-node,cross-node")]
     cases: Vec<Case>,
@@ -64,6 +69,13 @@ pub struct Target {
     pub ratio: f64,
 }
 
+impl Target {
+    /// A case's targets hold on loaded nodes too (`same-node/5000-rules`).
+    pub fn applies_to(&self, case: &str) -> bool {
+        case == self.case || case.strip_prefix(self.case).is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
 const TARGETS: &[Target] = &[
     Target { case: "same-node", plane: "knet", baseline: "veth-direct", ratio: 0.97 },
     Target { case: "same-node", plane: "knet", baseline: "kernel-routed", ratio: 1.10 },
@@ -84,6 +96,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Case::SameNode => topologies::same_node()?,
             Case::CrossNode => topologies::cross_node()?,
         };
+        let case_name = match args.node_rules {
+            0 => case.name().to_string(),
+            n => format!("{}/{n}-rules", case.name()),
+        };
+        if args.node_rules > 0 {
+            let script = kube_rules::ruleset(args.node_rules);
+            for plane in &planes {
+                for ns in plane.nodes() {
+                    kube_rules::load(ns, &script)?;
+                }
+            }
+        }
         let total = args.reps as usize * args.streams.len() * planes.len();
         let mut done = 0;
         for rep in 1..=args.reps {
@@ -91,15 +115,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 for plane in &planes {
                     let gbit = plane
                         .measure(args.seconds, streams)
-                        .with_context(|| format!("{} {} ({streams} streams)", case.name(), plane.name))?;
+                        .with_context(|| format!("{case_name} {} ({streams} streams)", plane.name))?;
                     done += 1;
                     eprintln!(
-                        "  [{done:>3}/{total}] {} {:<14} {streams} stream(s) rep {rep}: {gbit:6.2} Gbit/s",
-                        case.name(),
+                        "  [{done:>3}/{total}] {case_name} {:<14} {streams} stream(s) rep {rep}: {gbit:6.2} Gbit/s",
                         plane.name
                     );
                     samples.push(Sample {
-                        case: case.name().into(),
+                        case: case_name.clone(),
                         plane: plane.name.into(),
                         streams,
                         rep,

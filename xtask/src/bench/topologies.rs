@@ -15,6 +15,8 @@ use knet_tests::{
 trait Topology {
     /// (client, server, server address)
     fn ends(&self) -> (&Netns, &Netns, Ipv4Addr);
+    /// The node namespaces (where a real cluster's kube-proxy rules live).
+    fn nodes(&self) -> Vec<&Netns>;
 }
 
 /// A data plane ready to measure.
@@ -26,6 +28,10 @@ pub struct Plane {
 impl Plane {
     fn new(name: &'static str, topology: impl Topology + 'static) -> Self {
         Plane { name, topology: Box::new(topology) }
+    }
+
+    pub fn nodes(&self) -> Vec<&Netns> {
+        self.topology.nodes()
     }
 
     /// iperf3 TCP throughput from client to server, in Gbit/s.
@@ -45,12 +51,16 @@ struct TwoPods {
     _agent: Option<Agent>,
     a: Pod,
     b: Pod,
-    _node: Node,
+    node: Node,
 }
 
 impl Topology for TwoPods {
     fn ends(&self) -> (&Netns, &Netns, Ipv4Addr) {
         (&self.a.ns, &self.b.ns, self.b.ip)
+    }
+
+    fn nodes(&self) -> Vec<&Netns> {
+        vec![&self.node.ns]
     }
 }
 
@@ -63,6 +73,11 @@ struct VethPair {
 impl Topology for VethPair {
     fn ends(&self) -> (&Netns, &Netns, Ipv4Addr) {
         (&self.a, &self.b, Ipv4Addr::new(10, 99, 0, 2))
+    }
+
+    /// The physical limit has no node.
+    fn nodes(&self) -> Vec<&Netns> {
+        vec![]
     }
 }
 
@@ -104,7 +119,7 @@ fn two_pods(knet: bool) -> Result<TwoPods> {
         node.ns.sysctl("net.ipv4.ip_forward", "1")?;
         None
     };
-    Ok(TwoPods { _agent: agent, a, b, _node: node })
+    Ok(TwoPods { _agent: agent, a, b, node })
 }
 
 /// Two nodes on an underlay bridge, a pod on each, no agent: the kernel
@@ -126,11 +141,19 @@ impl Topology for TwoNodes {
             (&self.pod0.ns, &self.pod1.ns, self.pod1.ip)
         }
     }
+
+    fn nodes(&self) -> Vec<&Netns> {
+        self.nodes.iter().map(|n| &n.ns).collect()
+    }
 }
 
 impl Topology for Cluster {
     fn ends(&self) -> (&Netns, &Netns, Ipv4Addr) {
         (&self.pods[0][0].ns, &self.pods[1][0].ns, self.pods[1][0].ip)
+    }
+
+    fn nodes(&self) -> Vec<&Netns> {
+        self.nodes.iter().map(|n| &n.ns).collect()
     }
 }
 
