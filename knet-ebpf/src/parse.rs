@@ -8,7 +8,7 @@ use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
         BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
     helpers::generated::{bpf_get_hash_recalc, bpf_redirect_neigh, bpf_redirect_peer},
     maps::lpm_trie::Key,
@@ -23,6 +23,7 @@ use crate::maps::{CONFIG, ENDPOINTS, NODES, NODE_SUBNETS, STATS};
 
 const ETH_P_IP: u16 = 0x0800;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_TCP: u8 = 6;
 const AF_INET: u32 = 2;
 /// VXLAN flags byte with the I bit: the VNI is valid.
 const VXLAN_FLAG_VNI: u8 = 0x08;
@@ -224,8 +225,15 @@ pub(crate) fn encap_vxlan(ctx: &TcContext, cfg: &DataplaneConfig, remote: u32) -
     }
     // SAFETY: a plain helper call on the program's own skb.
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
-    let flags = u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH)
+    let mut flags = u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH)
         | ((ETH_LEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
+    // The kernel lowers a GSO packet's segment size by the overhead unless
+    // told not to. A TCP sender that already sized its segments for the
+    // tunnel (the pod's route MTU) would then send needlessly short ones:
+    // keep its size when the encapsulated segments still fit the underlay.
+    if gso_size != 0 && tcp_segment_len(ctx, gso_size).is_some_and(|seg| seg + VXLAN_OVERHEAD <= cfg.underlay_mtu) {
+        flags |= u64::from(BPF_F_ADJ_ROOM_FIXED_GSO);
+    }
     ctx.adjust_room(VXLAN_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, flags).map_err(|_| Stat::DropAdjustRoomFailed)?;
 
     let ip_len = (ctx.len() - ETH_LEN as u32) as u16;
@@ -261,6 +269,23 @@ pub(crate) fn encap_vxlan(ctx: &TcContext, cfg: &DataplaneConfig, remote: u32) -
     // SAFETY: `ptr_at` checked bounds after `adjust_room` moved the data.
     unsafe { at.write(encap) };
     Ok(())
+}
+
+/// The IP length of each TCP segment of a GSO packet: payload plus the
+/// IPv4 and TCP headers; `None` if it is not TCP over IPv4.
+#[inline(always)]
+fn tcp_segment_len(ctx: &TcContext, gso_size: u32) -> Option<u32> {
+    let ip: Ipv4Hdr = read_at(ctx, ETH_LEN)?;
+    if ip.protocol != IPPROTO_TCP {
+        return None;
+    }
+    let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
+    if ihl < 20 {
+        return None;
+    }
+    // Byte 12 of the TCP header holds the data offset in its high nibble.
+    let data_offset: u8 = read_at(ctx, ETH_LEN + ihl + 12)?;
+    Some(gso_size + ihl as u32 + u32::from(data_offset >> 4) * 4)
 }
 
 /// Removes the outer IPv4, UDP, VXLAN and inner Ethernet headers, leaving

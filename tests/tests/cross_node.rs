@@ -81,7 +81,7 @@ fn vxlan_on_the_wire_is_udp_8472_with_vni_1() {
     traffic::ping(&a.ns, b.ip, 2).unwrap();
     // tcpdump decodes the outer header, VXLAN with its VNI, then (next line)
     // the inner packet with the pods' own addresses.
-    let outer = format!("IP {}.", c.nodes[0].address);
+    let outer = format!(": {}.", c.nodes[0].address);
     let to = format!("> {}.8472: VXLAN, flags [I] (0x08), vni 1", c.nodes[1].address);
     cap.expect(&[&outer, &to], Duration::from_secs(5)).unwrap();
     let inner = format!("IP {} > {}: ICMP echo request", a.ip, b.ip);
@@ -309,4 +309,37 @@ fn native_mode_refuses_a_peer_off_the_underlay_segment() {
     assert!(err.contains("node-9") && err.contains("router 192.168.77.250"), "{err}");
     assert_eq!(v["nodes"].as_array().unwrap().len(), 1);
     assert!(c.nodes[0].ns.ip(&["route", "show", "10.244.9.0/24"]).unwrap().is_empty());
+}
+
+#[test]
+fn vxlan_segments_fill_the_underlay_mtu_and_never_exceed_it() {
+    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let (a, b) = (&c.pods[0][0], &c.pods[1][0]);
+    // Segment in software at node 0's underlay device, so the capture sees
+    // the packets a NIC would put on the wire rather than GSO super-frames.
+    c.nodes[0]
+        .ns
+        .exec("ethtool", &["-K", "eth0", "tso", "off", "gso", "off", "tx-udp_tnl-segmentation", "off"])
+        .unwrap();
+    let filter = format!("udp port 8472 and src host {} and greater 1000", c.nodes[0].address);
+    let cap = Capture::start(&c.fabric, "br0", &["-e"], &filter).unwrap();
+    let t = traffic::iperf3(&a.ns, &b.ns, b.ip, IperfOptions { seconds: 1, ..Default::default() }).unwrap();
+    assert!(t.bytes_received > 1_000_000);
+    cap.expect(&["length"], Duration::from_secs(5)).unwrap();
+    // Outer frames only (tcpdump also prints the inner frame of the overlay).
+    let outer = format!(": {}.", c.nodes[0].address);
+    let mut frames = std::collections::BTreeMap::<u32, usize>::new();
+    for line in cap.drain().iter().filter(|l| l.contains(&outer)) {
+        if let Some(len) = line.split("length ").nth(1).and_then(|r| r.split(':').next()?.trim().parse().ok()) {
+            *frames.entry(len).or_default() += 1;
+        }
+    }
+    let total: usize = frames.values().sum();
+    assert!(total > 100, "only {total} large VXLAN frames captured");
+    // Ethernet (14) + the underlay MTU (1500): never more, and the data
+    // segments fill it (the kernel's default would cut 50 bytes off each).
+    let largest = *frames.keys().last().unwrap();
+    let commonest = frames.iter().max_by_key(|(_, n)| **n).map(|(len, _)| *len).unwrap();
+    assert_eq!(largest, 1514, "frame sizes: {frames:?}");
+    assert_eq!(commonest, 1514, "frame sizes: {frames:?}");
 }

@@ -21,6 +21,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("iptables", "iptables"),
     ("nft", "nftables"),
     ("tcpdump", "tcpdump"),
+    ("ethtool", "ethtool"),
     ("bridge", "iproute2"),
 ];
 
@@ -34,6 +35,7 @@ fn on_path(cmd: &str) -> bool {
 /// Installs the packages of every missing tool with apt-get (as root).
 pub fn ensure_tools() -> Result<()> {
     let mut missing: Vec<&str> = TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
+    missing.sort_unstable();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
