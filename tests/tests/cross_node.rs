@@ -81,7 +81,7 @@ fn vxlan_on_the_wire_is_udp_8472_with_vni_1() {
     traffic::ping(&a.ns, b.ip, 2).unwrap();
     // tcpdump decodes the outer header, VXLAN with its VNI, then (next line)
     // the inner packet with the pods' own addresses.
-    let outer = format!(": {}.", c.nodes[0].address);
+    let outer = format!("IP {}.", c.nodes[0].address);
     let to = format!("> {}.8472: VXLAN, flags [I] (0x08), vni 1", c.nodes[1].address);
     cap.expect(&[&outer, &to], Duration::from_secs(5)).unwrap();
     let inner = format!("IP {} > {}: ICMP echo request", a.ip, b.ip);
