@@ -48,7 +48,7 @@ enum Attachment {
     /// crash never takes the data path down.
     Pinned(PathBuf),
     /// A clsact filter (kernels before 6.6), held by this process.
-    Held(#[allow(dead_code, reason = "held only to keep the filter attached")] SchedClassifierLink),
+    Held(#[expect(dead_code, reason = "held only to keep the filter attached")] SchedClassifierLink),
 }
 
 fn uses_tcx() -> bool {

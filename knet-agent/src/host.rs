@@ -53,24 +53,12 @@ impl Netlink {
 
     /// The link named `name`, or `None` if there is none.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
-        let found = self.handle.link().get().match_name(name.to_string()).execute().try_next().await;
-        match found {
-            Ok(Some(msg)) => Ok(link_from(msg)),
-            Ok(None) => Ok(None),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("netlink lookup of link {name} failed")),
-        }
+        lookup(self.handle.link().get().match_name(name.to_string()), name).await
     }
 
     /// The link with ifindex `index`, or `None` if there is none.
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
-        let found = self.handle.link().get().match_index(index).execute().try_next().await;
-        match found {
-            Ok(Some(msg)) => Ok(link_from(msg)),
-            Ok(None) => Ok(None),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("netlink lookup of link {index} failed")),
-        }
+        lookup(self.handle.link().get().match_index(index), &index.to_string()).await
     }
 
     /// The link carrying the IPv4 address `ip`, if any.
@@ -164,6 +152,16 @@ impl Netlink {
 /// the outside (and, on the slow paths, other nodes) through the node.
 pub fn enable_ip_forwarding() -> Result<()> {
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("cannot enable net.ipv4.ip_forward")
+}
+
+/// Runs a single-link lookup; a link that does not exist is `None`.
+async fn lookup(request: rtnetlink::LinkGetRequest, what: &str) -> Result<Option<Link>> {
+    match request.execute().try_next().await {
+        Ok(Some(msg)) => Ok(link_from(msg)),
+        Ok(None) => Ok(None),
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("netlink lookup of link {what} failed")),
+    }
 }
 
 const fn libc_enodev() -> i32 {

@@ -292,7 +292,10 @@ fn tcp_segment_len(ctx: &TcContext, gso_size: u32) -> Option<u32> {
 /// the outer Ethernet header in front of the inner IPv4 packet.
 #[inline(always)]
 pub(crate) fn decap_vxlan(ctx: &TcContext) -> Result<(), Stat> {
-    ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
+    // FIXED_GSO: the inner segments keep their size; without it the kernel
+    // would grow gso_size by the overhead removed.
+    let flags = BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO;
+    ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, u64::from(flags))
         .map_err(|_| Stat::DropAdjustRoomFailed)
 }
 
