@@ -80,11 +80,36 @@ pub struct Transfer {
 /// `reverse` makes the server send. `streams` parallel streams, `seconds`
 /// long.
 pub fn iperf3(client: &Netns, server_ns: &Netns, server_ip: Ipv4Addr, opts: IperfOptions) -> Result<Transfer> {
+    run_iperf3(client, server_ns, server_ip, &["-t", &opts.seconds.to_string()], opts)
+}
+
+/// A short TCP exchange: `bytes` sent from `client` to the server, for
+/// reachability checks where the rate does not matter. The bytes the server
+/// had counted when the client finished (iperf3's count stops there, so it
+/// can be less than was sent; none at all is a failure).
+pub fn tcp_transfer(client: &Netns, server_ns: &Netns, server_ip: Ipv4Addr, bytes: u64) -> Result<u64> {
+    let opts = IperfOptions { seconds: 10, ..Default::default() };
+    let t = run_iperf3(client, server_ns, server_ip, &["-n", &bytes.to_string()], opts)?;
+    if t.bytes_received == 0 {
+        bail!("no bytes arrived at {server_ip}");
+    }
+    Ok(t.bytes_received)
+}
+
+/// `length` is `-t SECONDS` or `-n BYTES`; `opts.seconds` bounds the run.
+fn run_iperf3(
+    client: &Netns,
+    server_ns: &Netns,
+    server_ip: Ipv4Addr,
+    length: &[&str],
+    opts: IperfOptions,
+) -> Result<Transfer> {
     let port = next_port();
     let _server = start_server(server_ns, server_ip, port)?;
     let (ip_s, port_s) = (server_ip.to_string(), port.to_string());
-    let (secs, streams) = (opts.seconds.to_string(), opts.streams.to_string());
-    let mut args = vec!["-c", &ip_s, "-p", &port_s, "-t", &secs, "-P", &streams, "-J", "--connect-timeout", "3000"];
+    let streams = opts.streams.to_string();
+    let mut args = vec!["-c", &ip_s, "-p", &port_s, "-P", &streams, "-J", "--connect-timeout", "3000"];
+    args.extend_from_slice(length);
     if opts.reverse {
         args.push("-R");
     }

@@ -28,6 +28,8 @@ fn full_connectivity(mode: &str) {
             }
             traffic::ping(&a.ns, b.ip, 1)
                 .unwrap_or_else(|e| panic!("{mode}: pod {} (node {i}) -> pod {} (node {j}): {e:#}", a.ip, b.ip));
+            traffic::tcp_transfer(&a.ns, &b.ns, b.ip, 1 << 20)
+                .unwrap_or_else(|e| panic!("{mode}: TCP pod {} (node {i}) -> pod {} (node {j}): {e:#}", a.ip, b.ip));
             if i != j {
                 let src = seen_source(&a.ns, &b.ns, b.ip);
                 assert_eq!(src, a.ip.to_string(), "{mode}: {} saw {src} for {}", b.ip, a.ip);
@@ -36,12 +38,16 @@ fn full_connectivity(mode: &str) {
         // Every pod reaches every node.
         for (n, node) in c.nodes.iter().enumerate() {
             traffic::ping(&a.ns, node.address, 1).unwrap_or_else(|e| panic!("{mode}: pod {} -> node {n}: {e:#}", a.ip));
+            traffic::tcp_transfer(&a.ns, &node.ns, node.address, 1 << 20)
+                .unwrap_or_else(|e| panic!("{mode}: TCP pod {} -> node {n}: {e:#}", a.ip));
         }
     }
     // Every node reaches every pod.
     for (n, node) in c.nodes.iter().enumerate() {
         for (_, p) in &pods {
             traffic::ping(&node.ns, p.ip, 1).unwrap_or_else(|e| panic!("{mode}: node {n} -> pod {}: {e:#}", p.ip));
+            traffic::tcp_transfer(&node.ns, &p.ns, p.ip, 1 << 20)
+                .unwrap_or_else(|e| panic!("{mode}: TCP node {n} -> pod {}: {e:#}", p.ip));
         }
     }
     // TCP across nodes both ways, with the default MSS, and node to remote pod.
