@@ -39,7 +39,7 @@ fn next_port() -> u16 {
     5201 + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 1000
 }
 
-/// An iperf3 server inside a namespace, for one test.
+/// A server process inside a namespace, for one measurement.
 struct Server {
     child: Child,
 }
@@ -51,22 +51,61 @@ impl Drop for Server {
     }
 }
 
-fn start_server(ns: &Netns, bind: Ipv4Addr, port: u16) -> Result<Server> {
-    let port_s = port.to_string();
-    let bind_s = bind.to_string();
+/// Starts `program args` in `ns` and waits (bounded) until something
+/// listens on TCP `bind:port` there.
+fn start_server(ns: &Netns, program: &str, args: &[&str], bind: Ipv4Addr, port: u16) -> Result<Server> {
     let child = Command::new("ip")
-        .args(ns.exec_args("iperf3", &["-s", "-1", "-B", &bind_s, "-p", &port_s]))
+        .args(ns.exec_args(program, args))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("cannot start iperf3 (is it installed?)")?;
+        .with_context(|| format!("cannot start {program} (is it installed?)"))?;
     let server = Server { child };
     let needle = format!("{bind}:{port}");
-    wait::until("iperf3 server to listen", Duration::from_secs(10), || {
+    wait::until(&format!("{program} to listen on {needle}"), Duration::from_secs(10), || {
         let listening = ns.exec("ss", &["-Htln"]).ok()?;
         listening.contains(&needle).then_some(())
     })?;
     Ok(server)
+}
+
+fn start_iperf3(ns: &Netns, bind: Ipv4Addr, port: u16) -> Result<Server> {
+    start_server(ns, "iperf3", &["-s", "-1", "-B", &bind.to_string(), "-p", &port.to_string()], bind, port)
+}
+
+/// Request/response latency, sockperf's half round trip, in microseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// A sockperf TCP ping-pong from `client` to a server in `server_ns`.
+pub fn sockperf(client: &Netns, server_ns: &Netns, server_ip: Ipv4Addr, seconds: u32) -> Result<Latency> {
+    let port = next_port();
+    let (ip_s, port_s) = (server_ip.to_string(), port.to_string());
+    let _server =
+        start_server(server_ns, "sockperf", &["server", "--tcp", "-i", &ip_s, "-p", &port_s], server_ip, port)?;
+    let limit = (seconds + 20).to_string();
+    let secs = seconds.to_string();
+    let out = crate::cmd::output(
+        "ip",
+        &client
+            .exec_args("timeout", &[&limit, "sockperf", "ping-pong", "--tcp", "-i", &ip_s, "-p", &port_s, "-t", &secs]),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    parse_sockperf(&text)
+        .with_context(|| format!("sockperf {} -> {server_ip} printed no percentiles:\n{text}", client.name()))
+}
+
+/// The 50th and 99th percentiles of a sockperf ping-pong report.
+pub fn parse_sockperf(text: &str) -> Option<Latency> {
+    let percentile = |p: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("percentile {p} =")))
+            .and_then(|l| l.rsplit('=').next()?.trim().parse::<f64>().ok())
+    };
+    Some(Latency { p50_us: percentile("50.000")?, p99_us: percentile("99.000")? })
 }
 
 /// What one iperf3 run measured.
@@ -105,7 +144,7 @@ fn run_iperf3(
     opts: IperfOptions,
 ) -> Result<Transfer> {
     let port = next_port();
-    let _server = start_server(server_ns, server_ip, port)?;
+    let _server = start_iperf3(server_ns, server_ip, port)?;
     let (ip_s, port_s) = (server_ip.to_string(), port.to_string());
     let streams = opts.streams.to_string();
     let mut args = vec!["-c", &ip_s, "-p", &port_s, "-P", &streams, "-J", "--connect-timeout", "3000"];
@@ -151,5 +190,19 @@ pub struct IperfOptions {
 impl Default for IperfOptions {
     fn default() -> Self {
         IperfOptions { seconds: 1, streams: 1, reverse: false, cpus: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_sockperf_percentiles() {
+        let report = "sockperf: ---> percentile 99.900 =  111.041\nsockperf: ---> percentile 99.000 =   78.806\n\
+                      sockperf: ---> percentile 50.000 =   50.012\n";
+        let l = parse_sockperf(report).unwrap();
+        assert_eq!((l.p50_us, l.p99_us), (50.012, 78.806));
+        assert!(parse_sockperf("sockperf: error").is_none());
     }
 }

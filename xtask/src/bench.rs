@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// iperf3 parallel stream counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     streams: Vec<u32>,
+    /// Seconds of sockperf ping-pong per plane and repetition (0: none).
+    #[arg(long, default_value_t = 3)]
+    latency_seconds: u32,
     /// Load every node with this many kube-proxy-style iptables rules
     /// (reported as its own case).
     #[arg(long, default_value_t = 0)]
@@ -61,6 +64,16 @@ pub struct Sample {
     pub gbit_per_s: f64,
 }
 
+/// One latency measurement: sockperf TCP ping-pong, half round trip.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatencySample {
+    pub case: String,
+    pub plane: String,
+    pub rep: u32,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
 /// A speed target: `plane` >= `ratio` x `baseline` in `case`.
 pub struct Target {
     pub case: &'static str,
@@ -90,6 +103,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     build::all(&tc, false)?;
 
     let mut samples = Vec::new();
+    let mut latencies = Vec::new();
     for case in &args.cases {
         step(format!("building the {} data planes", case.name()));
         let planes = match case {
@@ -130,16 +144,40 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     });
                 }
             }
+            if args.latency_seconds > 0 {
+                for plane in &planes {
+                    let l = plane
+                        .latency(args.latency_seconds)
+                        .with_context(|| format!("{case_name} {} latency", plane.name))?;
+                    eprintln!(
+                        "  {case_name} {:<14} latency rep {rep}: p50 {:6.1} us, p99 {:6.1} us",
+                        plane.name, l.p50_us, l.p99_us
+                    );
+                    latencies.push(LatencySample {
+                        case: case_name.clone(),
+                        plane: plane.name.into(),
+                        rep,
+                        p50_us: l.p50_us,
+                        p99_us: l.p99_us,
+                    });
+                }
+            }
         }
     }
 
     let table = report::table(&samples, TARGETS);
     println!("{table}");
+    if !latencies.is_empty() {
+        println!("{}", report::latency_table(&latencies));
+    }
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let json = dir.join(format!("bench-{stamp}.json"));
-    std::fs::write(&json, serde_json::to_string_pretty(&report::json(&samples, &args.streams, args.seconds))?)?;
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&report::json(&samples, &latencies, &args.streams, args.seconds))?,
+    )?;
     let svg = dir.join(format!("bench-{stamp}.svg"));
     std::fs::write(&svg, report::svg(&samples, TARGETS))?;
     step(format!("samples in {}, chart in {}", json.display(), svg.display()));

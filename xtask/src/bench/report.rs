@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Sample, Target};
+use super::{LatencySample, Sample, Target};
 
 /// Median, min and max of a set of samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,14 +96,35 @@ pub fn table(samples: &[Sample], targets: &[Target]) -> String {
     out
 }
 
-pub fn json(samples: &[Sample], streams: &[u32], seconds: u32) -> serde_json::Value {
+pub fn json(samples: &[Sample], latencies: &[LatencySample], streams: &[u32], seconds: u32) -> serde_json::Value {
     serde_json::json!({
-        "tool": "iperf3 TCP",
+        "tool": "iperf3 TCP; sockperf TCP ping-pong",
         "seconds_per_run": seconds,
         "streams": streams,
         "machine": machine(),
         "samples": samples,
+        "latency_samples": latencies,
     })
+}
+
+/// Median (min–max) of the p50 and p99 latencies per plane.
+pub fn latency_table(latencies: &[LatencySample]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| case | data plane | p50 us, median (min-max) | p99 us, median (min-max) |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for l in latencies {
+        if seen.contains(&(l.case.as_str(), l.plane.as_str())) {
+            continue;
+        }
+        seen.push((&l.case, &l.plane));
+        let of = |f: fn(&LatencySample) -> f64| {
+            let v: Vec<f64> = latencies.iter().filter(|x| x.case == l.case && x.plane == l.plane).map(f).collect();
+            summarize(&v).map(|s| format!("{:.1} ({:.1}-{:.1})", s.median, s.min, s.max)).unwrap_or_default()
+        };
+        let _ = writeln!(out, "| {} | {} | {} | {} |", l.case, l.plane, of(|x| x.p50_us), of(|x| x.p99_us));
+    }
+    out
 }
 
 fn machine() -> String {

@@ -43,6 +43,12 @@ impl Plane {
         let t = traffic::iperf3(client, server, ip, IperfOptions { seconds, streams, reverse: false, cpus })?;
         Ok(t.bits_per_second / 1e9)
     }
+
+    /// sockperf TCP ping-pong latency from client to server.
+    pub fn latency(&self, seconds: u32) -> Result<traffic::Latency> {
+        let (client, server, ip) = self.topology.ends();
+        traffic::sockperf(client, server, ip, seconds)
+    }
 }
 
 /// Two pods on one node, with whatever runs the node (an agent or nothing).
