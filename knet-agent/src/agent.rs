@@ -45,7 +45,16 @@ impl Agent {
         let mut dataplane = dataplane;
         let cluster = match &config.nodes_file {
             Some(file) => Some(Cluster::start(&config, file.clone(), &mut dataplane, &netlink).await?),
-            None => None,
+            None => {
+                // Pins from an earlier run with a node source must not keep
+                // sending pods' traffic toward nodes nobody maintains.
+                dataplane.forget_cluster()?;
+                for route in netlink.agent_routes().await? {
+                    netlink.delete_route(route).await?;
+                }
+                crate::masquerade::remove()?;
+                None
+            }
         };
         let mut agent = Agent { config, dataplane, endpoints: Endpoints::default(), netlink, cluster };
         agent.adopt_pinned_endpoints().await?;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap as BpfHashMap, MapData, PerCpuArray,
+        Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray,
     },
     programs::{
         links::{FdLink, PinnedLink},
@@ -24,7 +24,7 @@ use aya::{
 use ipnet::Ipv4Net;
 use knet_common::{
     ipv4_key, map_names,
-    node::{DataplaneConfig, NodeInfo, NodeSubnet, SUBNET_LOCAL},
+    node::{DataplaneConfig, NodeInfo, NodeSubnet, MODE_LOCAL_ONLY, SUBNET_LOCAL},
     program_names, Counter, Endpoint as MapEndpoint, Stat,
 };
 use nix::{
@@ -177,6 +177,25 @@ impl Dataplane {
         array.set(0, config, 0).context("cannot write CONFIG")
     }
 
+    /// Back to serving local pods only: mode off, no node subnets, no
+    /// tunnel sources.
+    pub fn forget_cluster(&mut self) -> Result<()> {
+        self.set_config(DataplaneConfig {
+            mode: MODE_LOCAL_ONLY,
+            vni: 0,
+            underlay_ifindex: 0,
+            underlay_mtu: 0,
+            node_ip: 0,
+        })?;
+        for (subnet, ip, _) in self.map_subnets()? {
+            self.remove_node(subnet, ip)?;
+        }
+        for ip in self.map_nodes()? {
+            self.remove_tunnel_source(ip)?;
+        }
+        Ok(())
+    }
+
     fn subnets_map(&mut self) -> Result<LpmTrie<&mut MapData, u32, NodeSubnet>> {
         let map = self.ebpf.map_mut(map_names::NODE_SUBNETS).context("NODE_SUBNETS map missing")?;
         Ok(LpmTrie::try_from(map)?)
@@ -203,18 +222,14 @@ impl Dataplane {
 
     pub fn remove_node(&mut self, subnet: Ipv4Net, node_ip: Ipv4Addr) -> Result<()> {
         let key = Key::new(u32::from(subnet.prefix_len()), ipv4_key(subnet.network().octets()));
-        match self.subnets_map()?.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot remove NODE_SUBNETS[{subnet}]")),
-        }
+        let removed = self.subnets_map()?.remove(&key);
+        absent_is_fine(removed).with_context(|| format!("cannot remove NODE_SUBNETS[{subnet}]"))?;
         self.remove_tunnel_source(node_ip)
     }
 
     pub fn remove_tunnel_source(&mut self, node_ip: Ipv4Addr) -> Result<()> {
-        match self.nodes_map()?.remove(&ipv4_key(node_ip.octets())) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("cannot remove NODES[{node_ip}]")),
-        }
+        let removed = self.nodes_map()?.remove(&ipv4_key(node_ip.octets()));
+        absent_is_fine(removed).with_context(|| format!("cannot remove NODES[{node_ip}]"))
     }
 
     /// Every entry of `NODE_SUBNETS`: (subnet, node address, local).
@@ -247,11 +262,8 @@ impl Dataplane {
     }
 
     pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<()> {
-        match self.endpoints_map()?.remove(&ipv4_key(ip.octets())) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("cannot remove ENDPOINTS[{ip}]")),
-        }
+        let removed = self.endpoints_map()?.remove(&ipv4_key(ip.octets()));
+        absent_is_fine(removed).with_context(|| format!("cannot remove ENDPOINTS[{ip}]"))
     }
 
     /// Every entry of `ENDPOINTS`, including ones a previous agent pinned.
@@ -280,6 +292,16 @@ impl Dataplane {
                 Ok((stat, sum))
             })
             .collect()
+    }
+}
+
+/// A removal of a key that is not there is no error: removals are
+/// idempotent. aya reports it as `KeyNotFound` or as the syscall's ENOENT.
+fn absent_is_fine(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 

@@ -129,6 +129,11 @@ impl Agent {
         self.spawn()
     }
 
+    /// The agent's TOML config; a `restart` reads it again.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     pub fn socket(&self) -> &Path {
         &self.socket
     }

@@ -32,6 +32,33 @@ fn restarting_an_agent_drops_no_cross_node_packet() {
     traffic::ping(&c.pods[1][0].ns, c.pods[0][0].ip, 2).unwrap();
 }
 
+#[test]
+fn an_agent_restarted_without_a_node_file_forgets_the_cluster() {
+    let mut c = Cluster::new(2, 1, "vxlan").unwrap();
+    traffic::ping(&c.pods[0][0].ns, c.pods[1][0].ip, 1).unwrap();
+    let config = c.agents[0].config_path().to_path_buf();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let local_only: String = text
+        .lines()
+        .filter(|l| !l.starts_with("nodes_file") && !l.starts_with("mode"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, local_only).unwrap();
+    c.agents[0].restart().unwrap();
+
+    // The pinned node maps from the earlier run are gone: pods are no longer
+    // sent toward nodes that nobody maintains, and no tunnel source is trusted.
+    let dp = c.agents[0].request("GET", "/v1/datapath", None).unwrap().1;
+    assert_eq!(dp["node_subnets"], serde_json::json!([]), "{dp}");
+    assert_eq!(dp["tunnel_sources"], serde_json::json!([]), "{dp}");
+    assert_eq!(c.nodes[0].ns.ip(&["route", "show", "proto", "75"]).unwrap(), "", "the agent's routes stayed");
+    let (tunneled, _) = c.agents[0].stat("redirect_tunnel").unwrap();
+    assert!(!traffic::ping_once(&c.pods[0][0].ns, c.pods[1][0].ip));
+    assert_eq!(c.agents[0].stat("redirect_tunnel").unwrap().0, tunneled);
+    // Its own pods are still served.
+    assert_eq!(c.agents[0].map_ips().unwrap(), vec![c.pods[0][0].ip.to_string()]);
+}
+
 struct KillOnDrop(Option<std::process::Child>);
 
 impl Drop for KillOnDrop {
