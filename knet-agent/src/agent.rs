@@ -52,7 +52,7 @@ impl Agent {
                 for route in netlink.agent_routes().await? {
                     netlink.delete_route(route).await?;
                 }
-                crate::masquerade::remove()?;
+                crate::masquerade::remove();
                 None
             }
         };
@@ -145,7 +145,7 @@ impl Agent {
         NodeView {
             node_name: self.config.node_name.clone(),
             pod_cidr: self.config.pod_cidr,
-            mode: self.cluster.as_ref().map(|c| c.view().mode),
+            mode: self.cluster.as_ref().map(Cluster::mode),
             route_mtu: self.cluster.as_ref().map(Cluster::route_mtu),
         }
     }

@@ -196,6 +196,10 @@ impl Cluster {
         Ok(())
     }
 
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
     /// MTU of routes that leave the node.
     pub fn route_mtu(&self) -> u32 {
         match self.mode {

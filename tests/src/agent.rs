@@ -17,14 +17,7 @@ use crate::{netns::unique_name, topology::Pod, wait, Netns};
 
 /// The agent binary: `KNET_AGENT_BIN`, or the workspace's debug build.
 pub fn agent_binary() -> Result<PathBuf> {
-    let path = match std::env::var_os("KNET_AGENT_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/knet-agent"),
-    };
-    if !path.exists() {
-        bail!("no knet-agent binary at {} (run the tests with `cargo xtask test`)", path.display());
-    }
-    Ok(path)
+    crate::cmd::workspace_binary("KNET_AGENT_BIN", "knet-agent")
 }
 
 pub struct AgentOptions {

@@ -29,3 +29,15 @@ pub fn output(program: &str, args: &[&str]) -> Result<Output> {
 pub fn ip(args: &[&str]) -> Result<String> {
     run("ip", args)
 }
+
+/// A binary of the workspace: the path in `env_var`, or the debug build.
+pub fn workspace_binary(env_var: &str, name: &str) -> Result<std::path::PathBuf> {
+    let path = match std::env::var_os(env_var) {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(name),
+    };
+    if !path.exists() {
+        bail!("no {name} binary at {} (run the tests with `cargo xtask test`)", path.display());
+    }
+    Ok(path)
+}

@@ -25,14 +25,7 @@ const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The knet plugin: `KNET_CNI_BIN`, or the workspace's debug build.
 pub fn plugin_binary() -> Result<PathBuf> {
-    let path = match std::env::var_os("KNET_CNI_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/knet"),
-    };
-    if !path.exists() {
-        bail!("no knet CNI plugin at {} (run the tests with `cargo xtask test`)", path.display());
-    }
-    Ok(path)
+    crate::cmd::workspace_binary("KNET_CNI_BIN", "knet")
 }
 
 /// A CNI plugin directory with the knet binary and the reference plugins:

@@ -31,6 +31,47 @@ pub fn ping_once(from: &Netns, to: Ipv4Addr) -> bool {
     ping(from, to, 1).is_ok()
 }
 
+/// A ping running in the background (`count` pings 20 ms apart, bounded by
+/// ping's own deadline), counted when it is finished; killed if dropped.
+pub struct BackgroundPing {
+    child: Option<Child>,
+}
+
+impl BackgroundPing {
+    pub fn start(from: &Netns, to: Ipv4Addr, count: u32) -> Result<Self> {
+        let deadline = (count / 50 + 4).to_string();
+        let (count, to) = (count.to_string(), to.to_string());
+        let child = Command::new("ip")
+            .args(from.exec_args("ping", &["-q", "-c", &count, "-i", "0.02", "-w", &deadline, &to]))
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start ping")?;
+        Ok(BackgroundPing { child: Some(child) })
+    }
+
+    /// Waits for ping to end; (sent, received).
+    pub fn finish(mut self) -> Result<(u32, u32)> {
+        let out = self.child.take().context("already finished")?.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line =
+            text.lines().find(|l| l.contains("packets transmitted")).with_context(|| format!("ping said: {text}"))?;
+        let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+        match nums[..] {
+            [sent, received, ..] => Ok((sent, received)),
+            _ => bail!("cannot read ping's summary: {line}"),
+        }
+    }
+}
+
+impl Drop for BackgroundPing {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 /// A port for an iperf3 server; each namespace has its own port space, the

@@ -172,39 +172,6 @@ fn full_size_packets_work_at_the_reduced_mtu() {
     assert_eq!(c.agents[1].stat("drop_too_big_for_tunnel").unwrap().0, 0);
 }
 
-/// A ping running in the background between two pods, counted at the end.
-struct SteadyPing {
-    child: std::process::Child,
-}
-
-impl SteadyPing {
-    fn start(from: &Netns, to: Ipv4Addr) -> Self {
-        // 250 pings, 20 ms apart, 8 s at most.
-        let to = to.to_string();
-        let args = from.exec_args("ping", &["-q", "-c", "250", "-i", "0.02", "-w", "8", &to]);
-        let child = std::process::Command::new("ip").args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
-        SteadyPing { child }
-    }
-
-    /// (sent, received), waiting for ping's own deadline at most.
-    fn finish(mut self) -> (u32, u32) {
-        let out = std::mem::replace(&mut self.child, std::process::Command::new("true").spawn().unwrap())
-            .wait_with_output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_else(|| panic!("{text}"));
-        let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
-        (nums[0], nums[1])
-    }
-}
-
-impl Drop for SteadyPing {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn generation(c: &Cluster, i: usize) -> u64 {
     c.agents[i].nodes().unwrap()["source"]["generation"].as_u64().unwrap()
 }
@@ -218,7 +185,7 @@ fn nodes_join_and_leave_through_the_file_while_others_keep_talking() {
     let c = Cluster::new(3, 1, "vxlan").unwrap();
     let (p0, p1, p2) = (&c.pods[0][0], &c.pods[1][0], &c.pods[2][0]);
     traffic::ping(&p0.ns, p2.ip, 1).unwrap();
-    let steady = SteadyPing::start(&p0.ns, p1.ip);
+    let steady = traffic::BackgroundPing::start(&p0.ns, p1.ip, 250).unwrap();
 
     // Node 2 leaves: nodes 0 and 1 withdraw its subnet, route and tunnel source.
     let (g0, g1) = (generation(&c, 0), generation(&c, 1));
@@ -244,7 +211,7 @@ fn nodes_join_and_leave_through_the_file_while_others_keep_talking() {
     traffic::ping(&p2.ns, p0.ip, 2).unwrap();
 
     // Traffic between nodes 0 and 1 never stopped.
-    let (sent, received) = steady.finish();
+    let (sent, received) = steady.finish().unwrap();
     assert!(sent >= 100, "only {sent} pings were sent");
     assert_eq!(sent, received, "pings between untouched nodes were lost during the changes");
 }

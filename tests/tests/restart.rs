@@ -1,8 +1,6 @@
 //! An agent restart drops no packet: links and maps are pinned, and a new
 //! agent adopts them. Needs root; run with `cargo xtask test`.
 
-use std::process::{Command, Stdio};
-
 use knet_tests::{cluster::Cluster, traffic};
 
 #[test]
@@ -13,17 +11,10 @@ fn restarting_an_agent_drops_no_cross_node_packet() {
     let before = c.agents[0].request("GET", "/v1/datapath", None).unwrap().1;
 
     // 200 pings 20 ms apart across the restart of node 0's agent.
-    let p1_ip = p1.ip.to_string();
-    let ping = Command::new("ip")
-        .args(p0.ns.exec_args("ping", &["-q", "-c", "200", "-i", "0.02", "-w", "8", &p1_ip]))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ping = KillOnDrop(Some(ping));
+    let ping = traffic::BackgroundPing::start(&p0.ns, p1.ip, 200).unwrap();
     c.agents[0].restart().unwrap();
-    let out = ping.0.take().unwrap().wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("200 packets transmitted, 200 received"), "packets were lost across the restart: {text}");
+    let (sent, received) = ping.finish().unwrap();
+    assert_eq!((sent, received), (200, 200), "packets were lost across the restart");
 
     // The new agent holds the same state, with one program per hook.
     assert_eq!(c.agents[0].request("GET", "/v1/datapath", None).unwrap().1, before);
@@ -57,15 +48,4 @@ fn an_agent_restarted_without_a_node_file_forgets_the_cluster() {
     assert_eq!(c.agents[0].stat("redirect_tunnel").unwrap().0, tunneled);
     // Its own pods are still served.
     assert_eq!(c.agents[0].map_ips().unwrap(), vec![c.pods[0][0].ip.to_string()]);
-}
-
-struct KillOnDrop(Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
