@@ -1,19 +1,20 @@
-//! The node's local state and the only path by which it changes: each
-//! operation validates fully first, then programs, and undoes its own
-//! partial work if a later step fails.
+//! This node's pods and the programs that serve them: the only path by
+//! which endpoints change. Each operation validates fully first, then
+//! programs, and undoes its own partial work if a later step fails. The
+//! cluster's nodes are the reconciler's; it borrows the dataplane here only
+//! to attach the underlay programs.
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::Result;
+use ipnet::Ipv4Net;
 use knet_common::{Counter, Stat};
 
 use crate::{
-    api::{DatapathView, NodeView},
-    cluster::{Cluster, ClusterView},
-    config::Config,
-    dataplane::Dataplane,
+    api::DatapathView,
+    dataplane::{Dataplane, NodeMaps},
     endpoints::{self, AddEndpoint, Endpoint, EndpointError, Endpoints},
-    host::Netlink,
+    host::{Link, Netlink},
     mac::MacAddr,
 };
 
@@ -23,50 +24,44 @@ pub enum AgentError {
     Endpoint(#[from] EndpointError),
     #[error("host_veth {0} does not exist on this node")]
     NoSuchLink(String),
+    /// The agent does not know its pod subnet yet (it waits for the node
+    /// source to list this node).
+    #[error("{0}")]
+    NotReady(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 pub struct Agent {
-    config: Config,
+    node_name: String,
+    pin_dir: PathBuf,
     dataplane: Dataplane,
     endpoints: Endpoints,
     netlink: Netlink,
-    /// Present when the agent has a node source.
-    cluster: Option<Cluster>,
+    /// `None` until known: configured, or from this node's Node object.
+    pod_cidr: Option<Ipv4Net>,
 }
 
 impl Agent {
-    /// Loads the data path and adopts the endpoints a previous agent left
-    /// pinned, so a restart does not forget the pods.
-    pub async fn start(config: Config) -> Result<Self> {
-        let dataplane = Dataplane::load(&config.bpf_pin_dir)?;
-        let netlink = Netlink::connect()?;
-        let mut dataplane = dataplane;
-        let cluster = match &config.nodes_file {
-            Some(file) => Some(Cluster::start(&config, file.clone(), &mut dataplane, &netlink).await?),
-            None => {
-                // Pins from an earlier run with a node source must not keep
-                // sending pods' traffic toward nodes nobody maintains.
-                dataplane.forget_cluster()?;
-                for route in netlink.agent_routes().await? {
-                    netlink.delete_route(route).await?;
-                }
-                crate::masquerade::remove();
-                None
-            }
-        };
-        let mut agent = Agent { config, dataplane, endpoints: Endpoints::default(), netlink, cluster };
-        agent.adopt_pinned_endpoints().await?;
-        agent.dataplane.prune_links()?;
-        Ok(agent)
+    pub fn new(node_name: String, pin_dir: PathBuf, dataplane: Dataplane, netlink: Netlink) -> Self {
+        Agent { node_name, pin_dir, dataplane, endpoints: Endpoints::default(), netlink, pod_cidr: None }
     }
 
-    async fn adopt_pinned_endpoints(&mut self) -> Result<()> {
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    pub fn pod_cidr(&self) -> Option<Ipv4Net> {
+        self.pod_cidr
+    }
+
+    /// Starts serving `pod_cidr`: adopts the endpoints a previous agent
+    /// left pinned, so a restart does not forget the pods, and drops pinned
+    /// entries that no longer match a veth or the subnet.
+    pub async fn adopt(&mut self, pod_cidr: Ipv4Net) -> Result<()> {
         for (ip, value) in self.dataplane.map_endpoints()? {
             let link = self.netlink.link_by_index(value.host_ifindex).await?;
-            let adoptable =
-                self.config.pod_cidr.contains(&ip) && link.as_ref().is_some_and(|l| l.mac.0 == value.host_mac);
+            let adoptable = pod_cidr.contains(&ip) && link.as_ref().is_some_and(|l| l.mac.0 == value.host_mac);
             match link {
                 Some(link) if adoptable => {
                     self.dataplane.attach_from_pod(&link.name, link.index)?;
@@ -85,11 +80,35 @@ impl Agent {
                 }
             }
         }
+        self.pod_cidr = Some(pod_cidr);
         Ok(())
     }
 
+    /// Removes pinned links that neither the endpoints nor the reconciler
+    /// took over (their devices are gone, or the cluster is).
+    pub fn prune_links(&mut self) -> Result<()> {
+        self.dataplane.prune_links()
+    }
+
+    pub fn attach_underlay(&mut self, link: &Link, egress: bool) -> Result<()> {
+        self.dataplane.attach_underlay(&link.name, link.index, egress)
+    }
+
+    pub fn detach_underlay(&mut self, ifindex: u32) -> Result<()> {
+        self.dataplane.detach_underlay(ifindex)
+    }
+
+    fn serving(&self) -> Result<Ipv4Net, AgentError> {
+        self.pod_cidr.ok_or_else(|| {
+            AgentError::NotReady(format!(
+                "this agent does not know node {}'s pod CIDR yet (waiting for the node source)",
+                self.node_name
+            ))
+        })
+    }
+
     pub async fn add_endpoint(&mut self, req: &AddEndpoint) -> Result<Endpoint, AgentError> {
-        let spec = endpoints::validate(req, self.config.pod_cidr)?;
+        let spec = endpoints::validate(req, self.serving()?)?;
         self.endpoints.check_new(&spec)?;
         let link = self
             .netlink
@@ -132,44 +151,23 @@ impl Agent {
         self.endpoints.list()
     }
 
-    /// A new version of the node file (see `Cluster::update`).
-    pub async fn node_file_changed(&mut self, text: &str) -> Result<()> {
-        let Some(cluster) = self.cluster.as_mut() else {
-            return Ok(());
-        };
-        cluster.update(text, &mut self.dataplane, &self.netlink).await
-    }
-
-    /// What a CNI plugin needs to wire a pod on this node.
-    pub fn node_view(&self) -> NodeView {
-        NodeView {
-            node_name: self.config.node_name.clone(),
-            pod_cidr: self.config.pod_cidr,
-            mode: self.cluster.as_ref().map(Cluster::mode),
-            route_mtu: self.cluster.as_ref().map(Cluster::route_mtu),
-        }
-    }
-
-    pub fn cluster_view(&self) -> Option<ClusterView> {
-        self.cluster.as_ref().map(Cluster::view)
-    }
-
     pub fn stats(&self) -> Result<Vec<(Stat, Counter)>> {
         self.dataplane.stats()
     }
 
-    /// Endpoint IPs as the `ENDPOINTS` map holds them right now.
     /// What the kernel's maps hold right now (not what the agent believes).
+    /// The node maps are read through their pins: the reconciler owns the
+    /// agent's own handles.
     pub fn datapath_view(&mut self) -> Result<DatapathView> {
         let endpoint_map_ips = self.dataplane.map_endpoints()?.into_iter().map(|(ip, _)| ip).collect();
-        let mut node_subnets: Vec<String> = self
-            .dataplane
-            .map_subnets()?
+        let node_maps = NodeMaps::open_pinned(&self.pin_dir)?;
+        let mut node_subnets: Vec<String> = node_maps
+            .subnets()?
             .into_iter()
-            .map(|(net, ip, local)| format!("{net} via {ip}{}", if local { " (local)" } else { "" }))
+            .map(|(net, e)| format!("{net} via {}{}", e.node_ip, if e.local { " (local)" } else { "" }))
             .collect();
         node_subnets.sort();
-        let mut tunnel_sources = self.dataplane.map_nodes()?;
+        let mut tunnel_sources = node_maps.tunnel_sources()?;
         tunnel_sources.sort();
         Ok(DatapathView { endpoint_map_ips, node_subnets, tunnel_sources })
     }

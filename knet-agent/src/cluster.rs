@@ -1,221 +1,180 @@
-//! This node's place in the cluster: the nodes the source lists, carried
-//! into `NODE_SUBNETS`, `NODES`, host routes and the masquerade rule.
-//! Changes are validated whole, then only the difference is applied.
+//! The desired state of the cluster as plain values: every node with its
+//! underlay address and pod subnet, validated as a whole. Sources produce
+//! these; `reconcile` programs them. No I/O here.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use anyhow::{bail, Context, Result};
-use knet_common::node::{DataplaneConfig, MODE_NATIVE, MODE_VXLAN, VXLAN_OVERHEAD};
-use serde::Serialize;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
 
-use crate::{
-    config::{Config, Mode},
-    dataplane::Dataplane,
-    host::{self, Link, Netlink},
-    masquerade,
-    nodes::{self, NodeSpec},
-    reconcile::{self, NodeChanges},
-};
-
-/// What the node source last did, for `GET /v1/nodes`.
-#[derive(Debug, Clone, Serialize)]
-pub struct SourceStatus {
-    pub file: PathBuf,
-    /// Successful applies so far (1 after start).
-    pub generation: u64,
-    /// Why the latest version of the file was rejected, if it was.
-    pub error: Option<String>,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    pub name: String,
+    pub underlay_ip: Ipv4Addr,
+    pub pod_cidr: Ipv4Net,
 }
 
-pub struct Cluster {
-    me: String,
-    my_cidr: ipnet::Ipv4Net,
-    mode: Mode,
-    underlay: Link,
-    programmed: BTreeMap<String, NodeSpec>,
-    pub status: SourceStatus,
+/// A set of nodes no two of which clash, keyed by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeSet {
+    nodes: BTreeMap<String, NodeSpec>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct ClusterView {
-    pub mode: Mode,
-    pub underlay: String,
-    pub underlay_mtu: u32,
-    /// MTU for pod routes that leave the node (tunnel overhead taken off).
-    pub route_mtu: u32,
-    pub nodes: Vec<NodeSpec>,
-    pub source: SourceStatus,
+/// Why a set of nodes is not a cluster: the node at `index` (in the order
+/// the source gave them) clashes with the one at `other`, if any.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{msg}")]
+pub struct NodeSetError {
+    pub index: usize,
+    pub other: Option<usize>,
+    pub msg: String,
 }
 
-impl Cluster {
-    /// Reads the node file, finds the underlay, programs every node and the
-    /// underlay programs. A bad file stops the start with its line named.
-    pub async fn start(config: &Config, file: PathBuf, dp: &mut Dataplane, nl: &Netlink) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(&file).with_context(|| format!("cannot read node file {}", file.display()))?;
-        let desired = nodes::parse(&text, &config.node_name, config.pod_cidr)
-            .with_context(|| format!("invalid node file {}", file.display()))?;
-        let me = &desired[&config.node_name];
-        let underlay = nl
-            .link_with_address(me.underlay_ip)
-            .await?
-            .with_context(|| format!("no interface on this node has its underlay address {}", me.underlay_ip))?;
-        let mut cluster = Cluster {
-            me: config.node_name.clone(),
-            my_cidr: config.pod_cidr,
-            mode: config.mode,
-            underlay,
-            programmed: BTreeMap::new(),
-            status: SourceStatus { file, generation: 0, error: None },
-        };
-        cluster.check_reachable(&desired, nl).await?;
-        dp.set_config(DataplaneConfig {
-            mode: match config.mode {
-                Mode::Vxlan => MODE_VXLAN,
-                Mode::Native => MODE_NATIVE,
-            },
-            vni: config.vni,
-            underlay_ifindex: cluster.underlay.index,
-            underlay_mtu: cluster.underlay.mtu,
-            node_ip: knet_common::ipv4_key(me.underlay_ip.octets()),
-        })?;
-        host::enable_ip_forwarding()?;
+impl NodeSet {
+    /// Checks that names and underlay addresses are unique, that no pod
+    /// subnet overlaps another, and that no underlay address lies in a pod
+    /// subnet. O(n log n): sorting makes every clash a clash of neighbours.
+    pub fn validate(nodes: Vec<NodeSpec>) -> Result<NodeSet, NodeSetError> {
+        let clash = |index: usize, other: usize, msg: String| NodeSetError { index, other: Some(other), msg };
+        let mut order: Vec<usize> = (0..nodes.len()).collect();
 
-        // Start from a clean slate that keeps what is still right: pinned
-        // entries and routes of nodes no longer listed go, the rest is
-        // rewritten in place (idempotent), so traffic never stops.
-        let wanted: Vec<_> = desired.values().map(|n| n.pod_cidr).collect();
-        for (subnet, ip, _) in dp.map_subnets()? {
-            if !wanted.contains(&subnet) {
-                dp.remove_node(subnet, ip)?;
+        // Later duplicates are reported against the first occurrence.
+        order.sort_by(|&a, &b| nodes[a].name.cmp(&nodes[b].name).then(a.cmp(&b)));
+        for w in order.windows(2) {
+            let (first, dup) = (w[0], w[1]);
+            if nodes[first].name == nodes[dup].name {
+                return Err(clash(dup, first, format!("duplicate node name {}", nodes[dup].name)));
             }
         }
-        let wanted_ips: Vec<Ipv4Addr> = desired.values().map(|n| n.underlay_ip).collect();
-        for ip in dp.map_nodes()? {
-            if !wanted_ips.contains(&ip) {
-                dp.remove_tunnel_source(ip)?;
+        order.sort_by(|&a, &b| nodes[a].underlay_ip.cmp(&nodes[b].underlay_ip).then(a.cmp(&b)));
+        for w in order.windows(2) {
+            let (first, dup) = (w[0], w[1]);
+            if nodes[first].underlay_ip == nodes[dup].underlay_ip {
+                let msg = format!("underlay IP {} is already node {}'s", nodes[dup].underlay_ip, nodes[first].name);
+                return Err(clash(dup, first, msg));
             }
         }
-        for route in nl.agent_routes().await? {
-            if !desired.values().any(|n| n.pod_cidr == route && n.name != cluster.me) {
-                nl.delete_route(route).await?;
+        // CIDRs either nest or are disjoint; sorted by first address (the
+        // larger first on a tie), an overlap always shows between neighbours.
+        order.sort_by(|&a, &b| {
+            let (x, y) = (&nodes[a].pod_cidr, &nodes[b].pod_cidr);
+            x.network().cmp(&y.network()).then(x.prefix_len().cmp(&y.prefix_len())).then(a.cmp(&b))
+        });
+        for w in order.windows(2) {
+            let (outer, inner) = (w[0], w[1]);
+            let (o, i) = (&nodes[outer], &nodes[inner]);
+            if o.pod_cidr.contains(&i.pod_cidr.network()) {
+                // Report the later of the two, against the earlier.
+                let (late, early) = if inner > outer { (inner, outer) } else { (outer, inner) };
+                let (l, e) = (&nodes[late], &nodes[early]);
+                let verb = if l.pod_cidr.contains(&e.pod_cidr) && l.pod_cidr != e.pod_cidr {
+                    format!("contains node {}'s {}", e.name, e.pod_cidr)
+                } else if l.pod_cidr == e.pod_cidr {
+                    format!("overlaps node {}'s", e.name)
+                } else {
+                    format!("overlaps node {}'s {}", e.name, e.pod_cidr)
+                };
+                return Err(clash(late, early, format!("pod CIDR {} {verb}", l.pod_cidr)));
             }
         }
-        let all = NodeChanges { upsert: desired.values().cloned().collect(), remove: vec![] };
-        cluster.apply(&all, &desired, dp, nl).await?;
-        dp.attach_underlay(&cluster.underlay.name, cluster.underlay.index, config.mode == Mode::Vxlan)?;
-        tracing::info!(nodes = desired.len(), underlay = %cluster.underlay.name, mode = ?config.mode, "cluster programmed");
-        Ok(cluster)
-    }
-
-    /// A new version of the node file: validated whole, then only the
-    /// difference applied. A rejected version changes nothing.
-    pub async fn update(&mut self, text: &str, dp: &mut Dataplane, nl: &Netlink) -> Result<()> {
-        let result = self.try_update(text, dp, nl).await;
-        match &result {
-            Ok(()) => self.status.error = None,
-            Err(e) => {
-                tracing::error!(error = format!("{e:#}"), file = %self.status.file.display(), "node file rejected; keeping the running state");
-                self.status.error = Some(format!("{e:#}"));
+        // `order` is now sorted by subnet: find each underlay address's
+        // candidate subnet by binary search.
+        for (i, node) in nodes.iter().enumerate() {
+            let pos = order.partition_point(|&j| nodes[j].pod_cidr.network() <= node.underlay_ip);
+            if let Some(&j) = pos.checked_sub(1).map(|p| &order[p]) {
+                if nodes[j].pod_cidr.contains(&node.underlay_ip) {
+                    let msg = if i == j {
+                        format!("underlay IP {} lies inside its own pod CIDR", node.underlay_ip)
+                    } else {
+                        format!("an underlay IP lies inside a pod CIDR (node {} and node {})", node.name, nodes[j].name)
+                    };
+                    return Err(NodeSetError { index: i.max(j), other: (i != j).then_some(i.min(j)), msg });
+                }
             }
         }
-        result
+        Ok(NodeSet { nodes: nodes.into_iter().map(|n| (n.name.clone(), n)).collect() })
     }
 
-    async fn try_update(&mut self, text: &str, dp: &mut Dataplane, nl: &Netlink) -> Result<()> {
-        let desired = nodes::parse(text, &self.me, self.my_cidr)?;
-        if desired[&self.me].underlay_ip != self.programmed[&self.me].underlay_ip {
-            bail!("this node's underlay IP changed; restart the agent to move it");
-        }
-        self.check_reachable(&desired, nl).await?;
-        let changes = reconcile::diff(&self.programmed, &desired);
-        if changes.is_empty() {
-            return Ok(());
-        }
-        tracing::info!(
-            upsert = ?changes.upsert.iter().map(|n| &n.name).collect::<Vec<_>>(),
-            remove = ?changes.remove.iter().map(|n| &n.name).collect::<Vec<_>>(),
-            "applying node changes"
-        );
-        self.apply(&changes, &desired, dp, nl).await
+    pub fn get(&self, name: &str) -> Option<&NodeSpec> {
+        self.nodes.get(name)
     }
 
-    /// Native mode needs every peer on the underlay's own segment: the
-    /// kernel's route to it has no gateway and leaves by the underlay.
-    async fn check_reachable(&self, desired: &BTreeMap<String, NodeSpec>, nl: &Netlink) -> Result<()> {
-        if self.mode != Mode::Native {
-            return Ok(());
-        }
-        for node in desired.values().filter(|n| n.name != self.me) {
-            let route = nl.route_to(node.underlay_ip).await?;
-            if route.gateway.is_some() || route.oif != Some(self.underlay.index) {
-                bail!(
-                    "native mode needs every node on the underlay's L2 segment, but node {} ({}) is reached {}; use mode = \"vxlan\"",
-                    node.name,
-                    node.underlay_ip,
-                    match route.gateway {
-                        Some(gw) => format!("through the router {gw}"),
-                        None => "through another interface".to_string(),
-                    }
-                );
-            }
-        }
-        Ok(())
+    pub fn len(&self) -> usize {
+        self.nodes.len()
     }
 
-    async fn apply(
-        &mut self,
-        changes: &NodeChanges,
-        desired: &BTreeMap<String, NodeSpec>,
-        dp: &mut Dataplane,
-        nl: &Netlink,
-    ) -> Result<()> {
-        for node in &changes.remove {
-            if node.name != self.me {
-                nl.delete_route(node.pod_cidr).await?;
-            }
-            dp.remove_node(node.pod_cidr, node.underlay_ip)?;
-            self.programmed.remove(&node.name);
-        }
-        for node in &changes.upsert {
-            let local = node.name == self.me;
-            dp.set_node(node.pod_cidr, node.underlay_ip, local)?;
-            if !local {
-                // The host's own traffic to the subnet leaves by the same
-                // next hop as traffic to the node (VXLAN: `to_netdev`
-                // encapsulates it on the way out).
-                let via = nl.route_to(node.underlay_ip).await?.gateway.unwrap_or(node.underlay_ip);
-                let mtu = (self.mode == Mode::Vxlan).then(|| self.route_mtu());
-                nl.replace_route(node.pod_cidr, via, self.underlay.index, mtu).await?;
-            }
-            self.programmed.insert(node.name.clone(), node.clone());
-        }
-        let all: Vec<&NodeSpec> = desired.values().collect();
-        masquerade::apply(&masquerade::ruleset(self.my_cidr, &all))?;
-        self.status.generation += 1;
-        Ok(())
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
+    /// Nodes in name order.
+    pub fn iter(&self) -> impl Iterator<Item = &NodeSpec> {
+        self.nodes.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(name: &str, ip: &str, cidr: &str) -> NodeSpec {
+        NodeSpec { name: name.into(), underlay_ip: ip.parse().unwrap(), pod_cidr: cidr.parse().unwrap() }
     }
 
-    /// MTU of routes that leave the node.
-    pub fn route_mtu(&self) -> u32 {
-        match self.mode {
-            Mode::Vxlan => self.underlay.mtu - VXLAN_OVERHEAD,
-            Mode::Native => self.underlay.mtu,
-        }
+    fn good() -> Vec<NodeSpec> {
+        vec![n("a", "192.168.0.1", "10.244.0.0/24"), n("b", "192.168.0.2", "10.244.1.0/24")]
     }
 
-    pub fn view(&self) -> ClusterView {
-        ClusterView {
-            mode: self.mode,
-            underlay: self.underlay.name.clone(),
-            underlay_mtu: self.underlay.mtu,
-            route_mtu: self.route_mtu(),
-            nodes: self.programmed.values().cloned().collect(),
-            source: self.status.clone(),
+    #[test]
+    fn a_good_set_is_keyed_by_name() {
+        let set = NodeSet::validate(good()).unwrap();
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.get("b").unwrap().underlay_ip, Ipv4Addr::new(192, 168, 0, 2));
+        assert!(NodeSet::validate(vec![]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_clash_names_both_nodes() {
+        for (extra, msg, other) in [
+            (n("c", "192.168.0.3", "10.244.1.0/24"), "pod CIDR 10.244.1.0/24 overlaps node b's", 1),
+            (n("c", "192.168.0.3", "10.244.0.0/16"), "pod CIDR 10.244.0.0/16 contains node a's 10.244.0.0/24", 0),
+            (n("c", "192.168.0.3", "10.244.1.128/25"), "pod CIDR 10.244.1.128/25 overlaps node b's 10.244.1.0/24", 1),
+            (n("b", "192.168.0.3", "10.244.2.0/24"), "duplicate node name b", 1),
+            (n("c", "192.168.0.2", "10.244.2.0/24"), "underlay IP 192.168.0.2 is already node b's", 1),
+            (n("c", "10.244.1.7", "10.244.2.0/24"), "an underlay IP lies inside a pod CIDR (node c and node b)", 1),
+        ] {
+            let mut nodes = good();
+            nodes.push(extra);
+            let e = NodeSet::validate(nodes).unwrap_err();
+            assert_eq!((e.msg.as_str(), e.index, e.other), (msg, 2, Some(other)));
         }
+        let e = NodeSet::validate(vec![n("a", "10.0.0.5", "10.0.0.0/24")]).unwrap_err();
+        assert_eq!(e.msg, "underlay IP 10.0.0.5 lies inside its own pod CIDR");
+    }
+
+    #[test]
+    fn an_overlap_far_apart_in_the_input_is_found() {
+        // 10.0.0.0/8 contains the last of many disjoint subnets.
+        let mut nodes: Vec<NodeSpec> = (0..200)
+            .map(|i| {
+                n(&format!("n{i}"), &format!("192.168.{}.{}", i / 250, 1 + i % 250), &format!("10.{}.0.0/16", i + 1))
+            })
+            .collect();
+        nodes.insert(0, n("big", "172.16.0.1", "10.0.0.0/8"));
+        let e = NodeSet::validate(nodes).unwrap_err();
+        assert!(e.msg.contains("overlaps node big's 10.0.0.0/8") || e.msg.contains("contains"), "{e}");
+        assert_eq!(e.other, Some(0));
+    }
+
+    #[test]
+    fn ten_thousand_nodes_validate() {
+        let nodes: Vec<NodeSpec> = (0..10_000u32)
+            .map(|i| {
+                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 1)) + i);
+                let net = Ipv4Net::new(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + (i << 8)), 24).unwrap();
+                NodeSpec { name: format!("node-{i}"), underlay_ip: ip, pod_cidr: net }
+            })
+            .collect();
+        assert_eq!(NodeSet::validate(nodes).unwrap().len(), 10_000);
     }
 }

@@ -10,6 +10,8 @@ use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
+use crate::sources::SourceKind;
+
 pub const DEFAULT_API_SOCKET: &str = "/run/knet/agent.sock";
 pub const DEFAULT_BPF_PIN_DIR: &str = "/sys/fs/bpf/knet";
 
@@ -21,7 +23,8 @@ pub struct RawConfig {
     /// This node's name, as the cluster knows it.
     #[arg(long, env = "KNET_NODE_NAME")]
     pub node_name: Option<String>,
-    /// The IPv4 subnet this node gives its pods, e.g. 10.244.1.0/24.
+    /// The IPv4 subnet this node gives its pods, e.g. 10.244.1.0/24
+    /// (with the kubernetes source: from this node's Node object).
     #[arg(long, env = "KNET_POD_CIDR")]
     pub pod_cidr: Option<String>,
     /// Unix socket of the local endpoint API [default: /run/knet/agent.sock].
@@ -30,13 +33,21 @@ pub struct RawConfig {
     /// bpffs directory where maps are pinned [default: /sys/fs/bpf/knet].
     #[arg(long, env = "KNET_BPF_PIN_DIR")]
     pub bpf_pin_dir: Option<PathBuf>,
+    /// Where the other nodes come from [default: file with a nodes_file,
+    /// else none].
+    #[arg(long, env = "KNET_NODE_SOURCE", value_enum)]
+    pub node_source: Option<SourceKind>,
     /// Static node file (`name underlay-ip pod-cidr` per line), watched for
-    /// changes. Without one the agent serves only its own node's pods.
+    /// changes (node_source = file).
     #[arg(long, env = "KNET_NODES_FILE")]
     pub nodes_file: Option<PathBuf>,
-    /// How traffic crosses to other nodes: vxlan or native [default: vxlan].
-    #[arg(long, env = "KNET_MODE")]
-    pub mode: Option<String>,
+    /// kubeconfig for the kubernetes source [default: in-cluster, then
+    /// $KUBECONFIG].
+    #[arg(long, env = "KNET_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// How traffic crosses to other nodes [default: vxlan].
+    #[arg(long, env = "KNET_MODE", value_enum)]
+    pub mode: Option<Mode>,
     /// VXLAN network identifier [default: 1].
     #[arg(long, env = "KNET_VNI")]
     pub vni: Option<u32>,
@@ -56,7 +67,9 @@ impl RawConfig {
             pod_cidr: over.pod_cidr.or(self.pod_cidr),
             api_socket: over.api_socket.or(self.api_socket),
             bpf_pin_dir: over.bpf_pin_dir.or(self.bpf_pin_dir),
+            node_source: over.node_source.or(self.node_source),
             nodes_file: over.nodes_file.or(self.nodes_file),
+            kubeconfig: over.kubeconfig.or(self.kubeconfig),
             mode: over.mode.or(self.mode),
             vni: over.vni.or(self.vni),
         }
@@ -67,30 +80,40 @@ impl RawConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub node_name: String,
-    pub pod_cidr: Ipv4Net,
+    /// Required but for the kubernetes source, which reads it from the
+    /// node's own Node object (and checks it against this when set).
+    pub pod_cidr: Option<Ipv4Net>,
     pub api_socket: PathBuf,
     pub bpf_pin_dir: PathBuf,
-    pub nodes_file: Option<PathBuf>,
+    pub source: Source,
     pub mode: Mode,
     pub vni: u32,
 }
 
+/// The node source with what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    None,
+    File(PathBuf),
+    Kubernetes { kubeconfig: Option<PathBuf> },
+}
+
+impl Source {
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            Source::None => SourceKind::None,
+            Source::File(_) => SourceKind::File,
+            Source::Kubernetes { .. } => SourceKind::Kubernetes,
+        }
+    }
+}
+
 /// How traffic crosses to other nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Vxlan,
     Native,
-}
-
-impl Mode {
-    pub fn parse(text: &str) -> Result<Self> {
-        match text {
-            "vxlan" => Ok(Mode::Vxlan),
-            "native" => Ok(Mode::Native),
-            other => bail!("mode {other:?} is not one of vxlan, native"),
-        }
-    }
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -99,8 +122,25 @@ impl TryFrom<RawConfig> for Config {
     fn try_from(raw: RawConfig) -> Result<Self> {
         let node_name = raw.node_name.context("node_name is not set (config file, --node-name or KNET_NODE_NAME)")?;
         validate_node_name(&node_name)?;
-        let cidr = raw.pod_cidr.context("pod_cidr is not set (config file, --pod-cidr or KNET_POD_CIDR)")?;
-        let pod_cidr = parse_pod_cidr(&cidr)?;
+        let pod_cidr = raw.pod_cidr.as_deref().map(parse_pod_cidr).transpose()?;
+        let kind =
+            raw.node_source.unwrap_or(if raw.nodes_file.is_some() { SourceKind::File } else { SourceKind::None });
+        if raw.nodes_file.is_some() && kind != SourceKind::File {
+            bail!("nodes_file is read only with node_source = \"file\"");
+        }
+        if raw.kubeconfig.is_some() && kind != SourceKind::Kubernetes {
+            bail!("kubeconfig is read only with node_source = \"kubernetes\"");
+        }
+        let source = match kind {
+            SourceKind::None => Source::None,
+            SourceKind::File => Source::File(
+                raw.nodes_file.context("node_source = \"file\" needs nodes_file (--nodes-file or KNET_NODES_FILE)")?,
+            ),
+            SourceKind::Kubernetes => Source::Kubernetes { kubeconfig: raw.kubeconfig },
+        };
+        if pod_cidr.is_none() && kind != SourceKind::Kubernetes {
+            bail!("pod_cidr is not set (config file, --pod-cidr or KNET_POD_CIDR)");
+        }
         let api_socket = raw.api_socket.unwrap_or_else(|| DEFAULT_API_SOCKET.into());
         if !api_socket.is_absolute() {
             bail!("api_socket {} must be an absolute path", api_socket.display());
@@ -109,12 +149,12 @@ impl TryFrom<RawConfig> for Config {
         if !bpf_pin_dir.starts_with("/sys/fs/bpf/") {
             bail!("bpf_pin_dir {} must be a directory under /sys/fs/bpf", bpf_pin_dir.display());
         }
-        let mode = Mode::parse(raw.mode.as_deref().unwrap_or("vxlan"))?;
+        let mode = raw.mode.unwrap_or(Mode::Vxlan);
         let vni = raw.vni.unwrap_or(1);
         if vni == 0 || vni >= 1 << 24 {
             bail!("vni {vni} is not a VXLAN network identifier (1 to 16777215)");
         }
-        Ok(Config { node_name, pod_cidr, api_socket, bpf_pin_dir, nodes_file: raw.nodes_file, mode, vni })
+        Ok(Config { node_name, pod_cidr, api_socket, bpf_pin_dir, source, mode, vni })
     }
 }
 
@@ -165,7 +205,8 @@ mod tests {
     #[test]
     fn valid_config_gets_defaults() {
         let c = Config::try_from(raw("node-1", "10.244.1.0/24")).unwrap();
-        assert_eq!(c.pod_cidr.to_string(), "10.244.1.0/24");
+        assert_eq!(c.pod_cidr.unwrap().to_string(), "10.244.1.0/24");
+        assert_eq!(c.source, Source::None);
         assert_eq!(c.api_socket, PathBuf::from(DEFAULT_API_SOCKET));
         assert_eq!(c.bpf_pin_dir, PathBuf::from(DEFAULT_BPF_PIN_DIR));
     }
@@ -202,13 +243,35 @@ mod tests {
     fn mode_and_vni() {
         let mut r = raw("n", "10.0.0.0/24");
         assert_eq!(Config::try_from(r.clone()).unwrap().mode, Mode::Vxlan);
-        r.mode = Some("native".into());
+        r.mode = Some(Mode::Native);
         assert_eq!(Config::try_from(r.clone()).unwrap().mode, Mode::Native);
-        r.mode = Some("geneve".into());
-        assert!(Config::try_from(r.clone()).unwrap_err().to_string().contains("geneve"));
+        let err = toml::from_str::<RawConfig>("mode = \"geneve\"\n").unwrap_err();
+        assert!(err.to_string().contains("geneve"), "{err}");
         r.mode = None;
         r.vni = Some(1 << 24);
         assert!(Config::try_from(r).unwrap_err().to_string().contains("vni"));
+    }
+
+    #[test]
+    fn node_sources_and_what_each_needs() {
+        let mut r = raw("n", "10.0.0.0/24");
+        r.nodes_file = Some("/etc/knet/nodes".into());
+        assert_eq!(Config::try_from(r.clone()).unwrap().source, Source::File("/etc/knet/nodes".into()));
+        r.node_source = Some(SourceKind::Kubernetes);
+        assert!(Config::try_from(r.clone()).unwrap_err().to_string().contains("nodes_file is read only with"));
+        r.nodes_file = None;
+        r.pod_cidr = None;
+        r.kubeconfig = Some("/etc/knet/kubeconfig".into());
+        let c = Config::try_from(r.clone()).unwrap();
+        assert_eq!(c.source, Source::Kubernetes { kubeconfig: Some("/etc/knet/kubeconfig".into()) });
+        assert_eq!(c.pod_cidr, None, "the kubernetes source needs no pod_cidr");
+        r.node_source = Some(SourceKind::File);
+        r.kubeconfig = None;
+        assert!(Config::try_from(r.clone()).unwrap_err().to_string().contains("needs nodes_file"));
+        r.node_source = None;
+        assert!(Config::try_from(r).unwrap_err().to_string().contains("pod_cidr is not set"));
+        let file: RawConfig = toml::from_str("node_source = \"kubernetes\"\nmode = \"native\"\n").unwrap();
+        assert_eq!((file.node_source, file.mode), (Some(SourceKind::Kubernetes), Some(Mode::Native)));
     }
 
     #[test]

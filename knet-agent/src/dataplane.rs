@@ -24,7 +24,7 @@ use aya::{
 use ipnet::Ipv4Net;
 use knet_common::{
     ipv4_key, map_names,
-    node::{DataplaneConfig, NodeInfo, NodeSubnet, MODE_LOCAL_ONLY, SUBNET_LOCAL},
+    node::{DataplaneConfig, NodeInfo, NodeSubnet, SUBNET_LOCAL},
     program_names, Counter, Endpoint as MapEndpoint, Stat,
 };
 use nix::{
@@ -58,7 +58,8 @@ fn uses_tcx() -> bool {
 impl Dataplane {
     /// Loads the programs (the verifier runs here) and opens the maps,
     /// adopting maps already pinned in `pin_dir` so their entries survive.
-    pub fn load(pin_dir: &Path) -> Result<Self> {
+    /// The node maps go apart: their one writer is the reconciler.
+    pub fn load(pin_dir: &Path) -> Result<(Self, NodeMaps)> {
         if !cfg!(knet_ebpf_embedded) || OBJECT.is_empty() {
             bail!("this knet-agent was built without its eBPF object; build it with `cargo xtask build`");
         }
@@ -75,7 +76,8 @@ impl Dataplane {
                 ebpf.program_mut(name).with_context(|| format!("the eBPF object has no {name} program"))?.try_into()?;
             prog.load().with_context(|| format!("the verifier rejected {name}"))?;
         }
-        Ok(Dataplane { ebpf, links_dir, attached: HashMap::new() })
+        let node_maps = NodeMaps::take(&mut ebpf)?;
+        Ok((Dataplane { ebpf, links_dir, attached: HashMap::new() }, node_maps))
     }
 
     /// Attaches `program` to `ifname` (ifindex `ifindex`). With tcx the link
@@ -164,90 +166,16 @@ impl Dataplane {
         Ok(())
     }
 
+    pub fn detach_underlay(&mut self, ifindex: u32) -> Result<()> {
+        self.detach(program_names::FROM_NETDEV, ifindex)?;
+        self.detach(program_names::TO_NETDEV, ifindex)
+    }
+
     /// Names of the programs the kernel has on the tcx ingress of `ifname`.
     pub fn tcx_ingress_programs(ifname: &str) -> Result<Vec<String>> {
         let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
             .with_context(|| format!("cannot query tcx ingress of {ifname}"))?;
         programs.iter().map(|p| Ok(p.name_as_str().unwrap_or("").to_string())).collect()
-    }
-
-    pub fn set_config(&mut self, config: DataplaneConfig) -> Result<()> {
-        let map = self.ebpf.map_mut(map_names::CONFIG).context("CONFIG map missing")?;
-        let mut array: Array<&mut MapData, DataplaneConfig> = Array::try_from(map)?;
-        array.set(0, config, 0).context("cannot write CONFIG")
-    }
-
-    /// Back to serving local pods only: mode off, no node subnets, no
-    /// tunnel sources.
-    pub fn forget_cluster(&mut self) -> Result<()> {
-        self.set_config(DataplaneConfig {
-            mode: MODE_LOCAL_ONLY,
-            vni: 0,
-            underlay_ifindex: 0,
-            underlay_mtu: 0,
-            node_ip: 0,
-        })?;
-        for (subnet, ip, _) in self.map_subnets()? {
-            self.remove_node(subnet, ip)?;
-        }
-        for ip in self.map_nodes()? {
-            self.remove_tunnel_source(ip)?;
-        }
-        Ok(())
-    }
-
-    fn subnets_map(&mut self) -> Result<LpmTrie<&mut MapData, u32, NodeSubnet>> {
-        let map = self.ebpf.map_mut(map_names::NODE_SUBNETS).context("NODE_SUBNETS map missing")?;
-        Ok(LpmTrie::try_from(map)?)
-    }
-
-    fn nodes_map(&mut self) -> Result<BpfHashMap<&mut MapData, u32, NodeInfo>> {
-        let map = self.ebpf.map_mut(map_names::NODES).context("NODES map missing")?;
-        Ok(BpfHashMap::try_from(map)?)
-    }
-
-    /// Writes a node: its subnet into `NODE_SUBNETS` and, for another node,
-    /// its address into `NODES` (a tunnel source we accept).
-    pub fn set_node(&mut self, subnet: Ipv4Net, node_ip: Ipv4Addr, local: bool) -> Result<()> {
-        let value = NodeSubnet { node_ip: ipv4_key(node_ip.octets()), flags: if local { SUBNET_LOCAL } else { 0 } };
-        let key = Key::new(u32::from(subnet.prefix_len()), ipv4_key(subnet.network().octets()));
-        self.subnets_map()?.insert(&key, value, 0).with_context(|| format!("cannot write NODE_SUBNETS[{subnet}]"))?;
-        if !local {
-            self.nodes_map()?
-                .insert(ipv4_key(node_ip.octets()), NodeInfo { flags: 0 }, 0)
-                .with_context(|| format!("cannot write NODES[{node_ip}]"))?;
-        }
-        Ok(())
-    }
-
-    pub fn remove_node(&mut self, subnet: Ipv4Net, node_ip: Ipv4Addr) -> Result<()> {
-        let key = Key::new(u32::from(subnet.prefix_len()), ipv4_key(subnet.network().octets()));
-        let removed = self.subnets_map()?.remove(&key);
-        absent_is_fine(removed).with_context(|| format!("cannot remove NODE_SUBNETS[{subnet}]"))?;
-        self.remove_tunnel_source(node_ip)
-    }
-
-    pub fn remove_tunnel_source(&mut self, node_ip: Ipv4Addr) -> Result<()> {
-        let removed = self.nodes_map()?.remove(&ipv4_key(node_ip.octets()));
-        absent_is_fine(removed).with_context(|| format!("cannot remove NODES[{node_ip}]"))
-    }
-
-    /// Every entry of `NODE_SUBNETS`: (subnet, node address, local).
-    pub fn map_subnets(&mut self) -> Result<Vec<(Ipv4Net, Ipv4Addr, bool)>> {
-        let map = self.subnets_map()?;
-        let mut out = Vec::new();
-        for entry in map.iter() {
-            let (key, value) = entry.context("cannot read NODE_SUBNETS")?;
-            let net = Ipv4Net::new(Ipv4Addr::from(key.data().to_ne_bytes()), key.prefix_len() as u8)?;
-            out.push((net, Ipv4Addr::from(value.node_ip.to_ne_bytes()), value.flags & SUBNET_LOCAL != 0));
-        }
-        Ok(out)
-    }
-
-    /// Every key of `NODES`.
-    pub fn map_nodes(&mut self) -> Result<Vec<Ipv4Addr>> {
-        let map = self.nodes_map()?;
-        map.keys().map(|k| Ok(Ipv4Addr::from(k.context("cannot read NODES")?.to_ne_bytes()))).collect()
     }
 
     fn endpoints_map(&mut self) -> Result<BpfHashMap<&mut MapData, u32, MapEndpoint>> {
@@ -292,6 +220,98 @@ impl Dataplane {
                 Ok((stat, sum))
             })
             .collect()
+    }
+}
+
+/// `NODE_SUBNETS`, `NODES` and `CONFIG`: owned by the reconciler, or
+/// opened read-only from their pins by whoever wants to look.
+pub struct NodeMaps {
+    subnets: LpmTrie<MapData, u32, NodeSubnet>,
+    nodes: BpfHashMap<MapData, u32, NodeInfo>,
+    config: Array<MapData, DataplaneConfig>,
+}
+
+/// A `NODE_SUBNETS` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubnetEntry {
+    pub node_ip: Ipv4Addr,
+    pub local: bool,
+}
+
+fn lpm_key(subnet: Ipv4Net) -> Key<u32> {
+    Key::new(u32::from(subnet.prefix_len()), ipv4_key(subnet.network().octets()))
+}
+
+impl NodeMaps {
+    fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("the eBPF object has no {name} map"));
+        Ok(NodeMaps {
+            subnets: LpmTrie::try_from(take(map_names::NODE_SUBNETS)?)?,
+            nodes: BpfHashMap::try_from(take(map_names::NODES)?)?,
+            config: Array::try_from(take(map_names::CONFIG)?)?,
+        })
+    }
+
+    /// The maps a running agent pinned in `pin_dir`, for reading.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self> {
+        let open = |name: &str| -> Result<aya::maps::Map> {
+            let path = pin_dir.join(name);
+            let data = MapData::from_pin(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            Ok(aya::maps::Map::from_map_data(data)?)
+        };
+        Ok(NodeMaps {
+            subnets: LpmTrie::try_from(open(map_names::NODE_SUBNETS)?)?,
+            nodes: BpfHashMap::try_from(open(map_names::NODES)?)?,
+            config: Array::try_from(open(map_names::CONFIG)?)?,
+        })
+    }
+
+    pub fn config(&self) -> Result<DataplaneConfig> {
+        self.config.get(&0, 0).context("cannot read CONFIG")
+    }
+
+    pub fn set_config(&mut self, config: DataplaneConfig) -> Result<()> {
+        self.config.set(0, config, 0).context("cannot write CONFIG")
+    }
+
+    pub fn set_subnet(&mut self, subnet: Ipv4Net, entry: SubnetEntry) -> Result<()> {
+        let value =
+            NodeSubnet { node_ip: ipv4_key(entry.node_ip.octets()), flags: if entry.local { SUBNET_LOCAL } else { 0 } };
+        self.subnets.insert(&lpm_key(subnet), value, 0).with_context(|| format!("cannot write NODE_SUBNETS[{subnet}]"))
+    }
+
+    pub fn remove_subnet(&mut self, subnet: Ipv4Net) -> Result<()> {
+        absent_is_fine(self.subnets.remove(&lpm_key(subnet)))
+            .with_context(|| format!("cannot remove NODE_SUBNETS[{subnet}]"))
+    }
+
+    /// A node whose VXLAN packets are accepted.
+    pub fn add_tunnel_source(&mut self, node_ip: Ipv4Addr) -> Result<()> {
+        self.nodes
+            .insert(ipv4_key(node_ip.octets()), NodeInfo { flags: 0 }, 0)
+            .with_context(|| format!("cannot write NODES[{node_ip}]"))
+    }
+
+    pub fn remove_tunnel_source(&mut self, node_ip: Ipv4Addr) -> Result<()> {
+        absent_is_fine(self.nodes.remove(&ipv4_key(node_ip.octets())))
+            .with_context(|| format!("cannot remove NODES[{node_ip}]"))
+    }
+
+    /// Every entry of `NODE_SUBNETS`.
+    pub fn subnets(&self) -> Result<Vec<(Ipv4Net, SubnetEntry)>> {
+        let mut out = Vec::new();
+        for entry in self.subnets.iter() {
+            let (key, value) = entry.context("cannot read NODE_SUBNETS")?;
+            let net = Ipv4Net::new(Ipv4Addr::from(key.data().to_ne_bytes()), key.prefix_len() as u8)?;
+            let node_ip = Ipv4Addr::from(value.node_ip.to_ne_bytes());
+            out.push((net, SubnetEntry { node_ip, local: value.flags & SUBNET_LOCAL != 0 }));
+        }
+        Ok(out)
+    }
+
+    /// Every key of `NODES`.
+    pub fn tunnel_sources(&self) -> Result<Vec<Ipv4Addr>> {
+        self.nodes.keys().map(|k| Ok(Ipv4Addr::from(k.context("cannot read NODES")?.to_ne_bytes()))).collect()
     }
 }
 

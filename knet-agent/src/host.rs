@@ -30,6 +30,14 @@ pub struct Link {
     pub mtu: u32,
 }
 
+/// A route to another node's pod subnet, as the agent installs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeRoute {
+    pub via: Ipv4Addr,
+    pub oif: u32,
+    pub mtu: Option<u32>,
+}
+
 /// Where the kernel sends packets for an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteTo {
@@ -95,8 +103,9 @@ impl Netlink {
         Ok(to)
     }
 
-    /// Adds or replaces the route to `dst` via `gateway` on link `oif`.
-    pub async fn replace_route(&self, dst: Ipv4Net, gateway: Ipv4Addr, oif: u32, mtu: Option<u32>) -> Result<()> {
+    /// Adds or replaces the route to `dst`.
+    pub async fn replace_route(&self, dst: Ipv4Net, route: NodeRoute) -> Result<()> {
+        let NodeRoute { via: gateway, oif, mtu } = route;
         let mut msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dst.network(), dst.prefix_len())
             .gateway(gateway)
@@ -128,20 +137,31 @@ impl Netlink {
         }
     }
 
-    /// Destinations of the routes carrying the agent's protocol number.
-    pub async fn agent_routes(&self) -> Result<Vec<Ipv4Net>> {
+    /// The routes carrying the agent's protocol number, with their next hop.
+    pub async fn agent_routes(&self) -> Result<Vec<(Ipv4Net, NodeRoute)>> {
         let mut out = Vec::new();
         let mut routes = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
         while let Some(msg) = routes.try_next().await.context("netlink route dump failed")? {
             if msg.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
                 continue;
             }
-            let dst = msg.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(*d),
-                _ => None,
-            });
+            let (mut dst, mut route) = (None, NodeRoute { via: Ipv4Addr::UNSPECIFIED, oif: 0, mtu: None });
+            for attr in &msg.attributes {
+                match attr {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(*d),
+                    RouteAttribute::Gateway(RouteAddress::Inet(gw)) => route.via = *gw,
+                    RouteAttribute::Oif(i) => route.oif = *i,
+                    RouteAttribute::Metrics(metrics) => {
+                        route.mtu = metrics.iter().find_map(|m| match m {
+                            RouteMetric::Mtu(v) => Some(*v),
+                            _ => None,
+                        })
+                    }
+                    _ => {}
+                }
+            }
             if let Some(d) = dst {
-                out.push(Ipv4Net::new(d, msg.header.destination_prefix_length)?);
+                out.push((Ipv4Net::new(d, msg.header.destination_prefix_length)?, route));
             }
         }
         Ok(out)

@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use knet_agent::{
-    agent,
-    api::{self, client::Client, StatEntry},
+    api::{client::Client, StatEntry},
     config::{Config, RawConfig, DEFAULT_API_SOCKET},
+    daemon,
     endpoints::{AddEndpoint, Endpoint},
 };
 
@@ -36,6 +36,14 @@ enum Command {
         #[command(subcommand)]
         action: EndpointAction,
     },
+    /// Exit 0 if the agent is live (`live`) or ready (`ready`): the
+    /// DaemonSet's probes.
+    Probe {
+        #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
+        api_socket: PathBuf,
+        #[arg(value_enum)]
+        what: Probe,
+    },
     /// Print the data path's packet counters.
     Stats {
         #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
@@ -58,6 +66,12 @@ enum Command {
         #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
         api_socket: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Probe {
+    Live,
+    Ready,
 }
 
 #[derive(Subcommand)]
@@ -85,10 +99,29 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Two workers: the reconciler's bursts (thousands of nodes) never hold
+    // up the API's answers.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Run { config, settings } => run(config, settings).await,
+            Command::Probe { api_socket, what } => {
+                let path = match what {
+                    Probe::Live => "/healthz",
+                    Probe::Ready => "/readyz",
+                };
+                let client = Client::new(&api_socket);
+                let _: serde_json::Value = client.get(path).await.or_else(|e| {
+                    // The probes answer text, not JSON: only the status counts.
+                    if format!("{e:#}").contains("not the expected JSON") {
+                        Ok(serde_json::Value::Null)
+                    } else {
+                        Err(e)
+                    }
+                })?;
+                println!("ok");
+                Ok(())
+            }
             Command::Endpoint { api_socket, action } => endpoint(&api_socket, action).await,
             Command::CniConfig { .. } => unreachable!("handled above"),
             Command::Stats { api_socket } => {
@@ -103,23 +136,16 @@ fn main() -> Result<()> {
 }
 
 async fn run(file: Option<PathBuf>, flags: RawConfig) -> Result<()> {
-    let raw = match file {
+    let mut raw = match file {
         Some(path) => RawConfig::from_file(&path)?.overridden_by(flags),
         None => flags,
     };
-    let config = Config::try_from(raw).context("invalid configuration")?;
-    tracing::info!(node = %config.node_name, pod_cidr = %config.pod_cidr, pins = %config.bpf_pin_dir.display(), "starting");
-    let socket = config.api_socket.clone();
-    let nodes_file = config.nodes_file.clone();
-    let agent = std::sync::Arc::new(tokio::sync::Mutex::new(agent::Agent::start(config).await?));
-    let watcher = nodes_file.map(|file| tokio::spawn(knet_agent::sources::file::watch(file, agent.clone())));
-    let served = api::serve(agent, &socket, shutdown_signal()).await;
-    if let Some(w) = watcher {
-        w.abort();
+    // The DaemonSet passes the node's name through the downward API.
+    if raw.node_name.is_none() {
+        raw.node_name = std::env::var("NODE_NAME").ok();
     }
-    served?;
-    tracing::info!("stopped; maps stay pinned for the next agent");
-    Ok(())
+    let config = Config::try_from(raw).context("invalid configuration")?;
+    daemon::run(config, shutdown_signal()).await
 }
 
 fn cni_config(pod_cidr: &str, output: Option<&std::path::Path>, mtu: u32, api_socket: &std::path::Path) -> Result<()> {

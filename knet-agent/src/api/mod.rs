@@ -13,9 +13,11 @@
 //! | `GET /v1/node`             | this node: pod CIDR, mode, route MTU   |
 //! | `GET /v1/nodes`            | the cluster's nodes, mode, route MTU   |
 //! | `GET /healthz`             | liveness                               |
+//! | `GET /readyz`              | readiness: first reconcile done, source in sync |
 //!
 //! Errors are `{"error": "..."}` with 400 (malformed or invalid), 404
-//! (unknown endpoint), 409 (conflict), 422 (host veth missing) or 500.
+//! (unknown endpoint), 409 (conflict), 422 (host veth missing), 503 (not
+//! ready: this node's pod CIDR not known yet) or 500.
 
 pub mod client;
 mod server;

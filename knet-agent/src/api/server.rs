@@ -10,16 +10,26 @@ use axum::{
     routing::{delete, get},
     Json, Router,
 };
-use tokio::{net::UnixListener, sync::Mutex};
+use tokio::{
+    net::UnixListener,
+    sync::{watch, Mutex},
+};
 
-use super::{ErrorBody, LinkPrograms, StatEntry};
+use super::{ErrorBody, LinkPrograms, NodeView, StatEntry};
 use crate::{
     agent::{Agent, AgentError},
     dataplane::Dataplane,
     endpoints::{AddEndpoint, EndpointError},
+    reconciler::ClusterView,
 };
 
-pub type Shared = Arc<Mutex<Agent>>;
+/// What the handlers share: the endpoint side behind a lock held only for
+/// one endpoint operation, and the reconciler's view, read without one.
+#[derive(Clone)]
+pub struct Shared {
+    pub agent: Arc<Mutex<Agent>>,
+    pub cluster: watch::Receiver<ClusterView>,
+}
 
 struct ApiError(StatusCode, String);
 
@@ -36,6 +46,7 @@ impl From<AgentError> for ApiError {
             AgentError::Endpoint(EndpointError::Conflict(_)) => StatusCode::CONFLICT,
             AgentError::Endpoint(EndpointError::NotFound(_)) => StatusCode::NOT_FOUND,
             AgentError::NoSuchLink(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AgentError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             AgentError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -51,9 +62,10 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-fn router(agent: Shared) -> Router {
+fn router(shared: Shared) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/v1/endpoints", get(list_endpoints).post(add_endpoint))
         .route("/v1/endpoints/{ip}", delete(delete_endpoint))
         .route("/v1/datapath", get(datapath))
@@ -62,35 +74,35 @@ fn router(agent: Shared) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/node", get(node))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path".into()) })
-        .with_state(agent)
+        .with_state(shared)
 }
 
 async fn add_endpoint(
-    State(agent): State<Shared>,
+    State(shared): State<Shared>,
     body: Result<Json<AddEndpoint>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Json(req) =
         body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed request: {}", e.body_text())))?;
-    let endpoint = agent.lock().await.add_endpoint(&req).await?;
+    let endpoint = shared.agent.lock().await.add_endpoint(&req).await?;
     Ok((StatusCode::CREATED, Json(endpoint)))
 }
 
 async fn delete_endpoint(
-    State(agent): State<Shared>,
+    State(shared): State<Shared>,
     UrlPath(ip): UrlPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let ip: Ipv4Addr =
         ip.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{ip:?} is not an IPv4 address")))?;
-    let endpoint = agent.lock().await.delete_endpoint(ip)?;
+    let endpoint = shared.agent.lock().await.delete_endpoint(ip)?;
     Ok(Json(endpoint))
 }
 
-async fn list_endpoints(State(agent): State<Shared>) -> impl IntoResponse {
-    Json(agent.lock().await.endpoints())
+async fn list_endpoints(State(shared): State<Shared>) -> impl IntoResponse {
+    Json(shared.agent.lock().await.endpoints())
 }
 
-async fn datapath(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(agent.lock().await.datapath_view()?))
+async fn datapath(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(shared.agent.lock().await.datapath_view()?))
 }
 
 async fn link_programs(UrlPath(ifname): UrlPath<String>) -> Result<impl IntoResponse, ApiError> {
@@ -99,17 +111,36 @@ async fn link_programs(UrlPath(ifname): UrlPath<String>) -> Result<impl IntoResp
     Ok(Json(LinkPrograms { tcx_ingress }))
 }
 
-async fn node(State(agent): State<Shared>) -> impl IntoResponse {
-    Json(agent.lock().await.node_view())
+async fn node(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let (node_name, pod_cidr) = {
+        let agent = shared.agent.lock().await;
+        (agent.node_name().to_string(), agent.pod_cidr())
+    };
+    let pod_cidr = pod_cidr.ok_or_else(|| {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("node {node_name}'s pod CIDR is not known yet"))
+    })?;
+    let view = shared.cluster.borrow().clone();
+    let programmed = view.underlay.is_some();
+    Ok(Json(NodeView { node_name, pod_cidr, mode: programmed.then_some(view.mode), route_mtu: view.route_mtu }))
 }
 
-async fn nodes(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiError> {
-    let view = agent.lock().await.cluster_view();
-    view.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "this agent has no node source".into()))
+async fn nodes(State(shared): State<Shared>) -> impl IntoResponse {
+    Json(shared.cluster.borrow().clone())
 }
 
-async fn stats(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiError> {
-    let stats = agent.lock().await.stats()?;
+/// 200 once the first full reconcile is done, the source is in step and
+/// the endpoints are served; 503 with the reason otherwise.
+async fn readyz(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let view = shared.cluster.borrow().clone();
+    view.ready().map_err(|why| ApiError(StatusCode::SERVICE_UNAVAILABLE, why))?;
+    if shared.agent.lock().await.pod_cidr().is_none() {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the endpoints are not served yet".into()));
+    }
+    Ok("ok")
+}
+
+async fn stats(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let stats = shared.agent.lock().await.stats()?;
     let body: Vec<StatEntry> = stats
         .into_iter()
         .map(|(stat, c)| StatEntry {
@@ -124,14 +155,14 @@ async fn stats(State(agent): State<Shared>) -> Result<impl IntoResponse, ApiErro
 
 /// Binds the socket (mode 0600) and serves until `shutdown` resolves.
 pub async fn serve(
-    agent: Shared,
+    shared: Shared,
     socket: &Path,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let listener = bind(socket).await?;
     tracing::info!(socket = %socket.display(), "API listening");
     let result =
-        axum::serve(listener, router(agent)).with_graceful_shutdown(shutdown).await.context("API server failed");
+        axum::serve(listener, router(shared)).with_graceful_shutdown(shutdown).await.context("API server failed");
     let _ = std::fs::remove_file(socket);
     result
 }

@@ -1,37 +1,140 @@
-//! The static node file, watched by polling its content: editors replace
-//! files rather than write them in place, which content polling survives
-//! where an inotify watch on the old inode would not.
+//! The static node file: one node per line, `name underlay-ip pod-cidr`,
+//! `#` starts a comment. Every error names its line. The file is watched by
+//! polling its content: editors replace files rather than write them in
+//! place, which content polling survives where an inotify watch on the old
+//! inode would not.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
-use tokio::sync::Mutex;
-
-use crate::agent::Agent;
+use super::Publisher;
+use crate::{
+    cluster::{NodeSet, NodeSpec},
+    config::{parse_pod_cidr, validate_node_name},
+};
 
 const POLL: Duration = Duration::from_millis(250);
 
-/// Feeds every new version of `file` to the agent, until the task is
-/// aborted. The first read is fed too: if the file changed while the agent
-/// started, that is caught; if not, it is an empty difference.
-pub async fn watch(file: PathBuf, agent: Arc<Mutex<Agent>>) {
-    let mut last = String::new();
+/// A rejected node file: what is wrong and on which line (0: the file as a
+/// whole).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{msg}", if *.line > 0 { format!("line {}: ", .line) } else { String::new() })]
+pub struct NodeFileError {
+    pub line: usize,
+    pub msg: String,
+}
+
+fn err(line: usize, msg: impl Into<String>) -> NodeFileError {
+    NodeFileError { line, msg: msg.into() }
+}
+
+/// Parses and validates a node file for the node named `me`.
+pub fn parse(text: &str, me: &str) -> Result<NodeSet, NodeFileError> {
+    let mut nodes = Vec::new();
+    let mut lines = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = content.split_whitespace().collect();
+        let [name, ip, cidr] = fields[..] else {
+            return Err(err(line, format!("expected `name underlay-ip pod-cidr`, found {content:?}")));
+        };
+        validate_node_name(name).map_err(|e| err(line, e.to_string()))?;
+        let underlay_ip: Ipv4Addr =
+            ip.parse().map_err(|_| err(line, format!("underlay IP {ip:?} is not an IPv4 address")))?;
+        let pod_cidr = parse_pod_cidr(cidr).map_err(|e| err(line, e.to_string()))?;
+        nodes.push(NodeSpec { name: name.to_string(), underlay_ip, pod_cidr });
+        lines.push(line);
+    }
+    let set = NodeSet::validate(nodes).map_err(|e| {
+        let also = e.other.map(|o| format!(" (line {})", lines[o])).unwrap_or_default();
+        err(lines[e.index], format!("{}{also}", e.msg))
+    })?;
+    if set.get(me).is_none() {
+        return Err(err(0, format!("this node ({me}) has no line in the node file")));
+    }
+    Ok(set)
+}
+
+/// Publishes every new version of `file`, until no one listens. A version
+/// that does not parse is published as an error; the last good set stays.
+pub async fn watch(file: PathBuf, me: String, publisher: Publisher) {
+    let mut last: Option<String> = None;
     let mut ticker = tokio::time::interval(POLL);
-    loop {
+    while !publisher.is_closed() {
         ticker.tick().await;
         let text = match tokio::fs::read_to_string(&file).await {
             Ok(t) => t,
             Err(e) => {
-                // A file being replaced can be missing for a moment; the
-                // running state stays until a readable version appears.
-                tracing::debug!(error = %e, file = %file.display(), "node file unreadable");
+                // A file being replaced can be missing for a moment; so can
+                // one at start, which is an error worth showing.
+                if last.is_none() {
+                    publisher.failed(format!("cannot read node file {}: {e}", file.display()));
+                }
                 continue;
             }
         };
-        if text == last {
+        if last.as_ref() == Some(&text) {
             continue;
         }
-        last = text;
-        // Errors are logged and reported by the agent; the state is kept.
-        let _ = agent.lock().await.node_file_changed(&last).await;
+        match parse(&text, &me) {
+            Ok(set) => publisher.nodes(set),
+            Err(e) => {
+                let msg = format!("invalid node file {}: {e}", file.display());
+                tracing::error!(error = %msg, "node file rejected; keeping the running state");
+                publisher.failed(msg);
+            }
+        }
+        last = Some(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "# name underlay pod-cidr\nnode-0 192.168.77.10 10.244.0.0/24\n\nnode-1 192.168.77.11 10.244.1.0/24  # second\n";
+
+    #[test]
+    fn parses_nodes_with_comments_and_blank_lines() {
+        let nodes = parse(GOOD, "node-0").unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes.get("node-1").unwrap().underlay_ip, Ipv4Addr::new(192, 168, 77, 11));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        for (extra, needle) in [
+            ("node-2 192.168.77.12 10.244.1.0/24", "line 5: pod CIDR 10.244.1.0/24 overlaps node node-1's (line 4)"),
+            (
+                "node-2 192.168.77.12 10.244.0.0/16",
+                "line 5: pod CIDR 10.244.0.0/16 contains node node-0's 10.244.0.0/24 (line 2)",
+            ),
+            ("node-2 192.168.77.12 10.244.1.128/25", "line 5: pod CIDR 10.244.1.128/25 overlaps node node-1"),
+            ("node-2 192.168.77.300 10.244.2.0/24", "line 5: underlay IP \"192.168.77.300\" is not an IPv4"),
+            ("node-1 192.168.77.12 10.244.2.0/24", "line 5: duplicate node name node-1 (line 4)"),
+            (
+                "node-2 192.168.77.11 10.244.2.0/24",
+                "line 5: underlay IP 192.168.77.11 is already node node-1's (line 4)",
+            ),
+            ("node-2 192.168.77.12", "line 5: expected"),
+            ("node-2 192.168.77.12 10.244.2.5/24", "line 5: pod_cidr"),
+            ("Node_2 192.168.77.12 10.244.2.0/24", "line 5: node_name"),
+            ("node-2 10.244.1.7 10.244.2.0/24", "line 5: an underlay IP lies inside a pod CIDR"),
+        ] {
+            let text = format!("{GOOD}{extra}\n");
+            let e = parse(&text, "node-0").unwrap_err().to_string();
+            assert!(e.contains(needle), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn our_own_node_must_be_there() {
+        let e = parse(GOOD, "node-9").unwrap_err();
+        assert_eq!(e.line, 0);
+        assert!(e.to_string().contains("this node (node-9) has no line"));
+        assert!(parse("", "node-0").is_err());
     }
 }

@@ -1,0 +1,114 @@
+//! `knet-agent run`: load the data path, start the node source and the
+//! reconciler, serve the local API, and finish starting once the first
+//! reconcile is done.
+//!
+//! Start-up order keeps the data path running throughout: pinned links and
+//! maps are adopted, not flushed, and links nobody took over are pruned only
+//! after both the endpoints and the first reconcile have taken theirs.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use tokio::sync::{watch, Mutex};
+
+use crate::{
+    agent::Agent,
+    api,
+    config::{Config, Source},
+    dataplane::Dataplane,
+    host::Netlink,
+    reconcile::Local,
+    reconciler::{local_pod_cidr, ClusterView, Reconciler},
+    sources::{self, kubernetes, Publisher},
+};
+
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    tracing::info!(node = %config.node_name, source = ?config.source.kind(), pins = %config.bpf_pin_dir.display(), "starting");
+    let (dataplane, node_maps) = Dataplane::load(&config.bpf_pin_dir)?;
+    let agent = Agent::new(config.node_name.clone(), config.bpf_pin_dir.clone(), dataplane, Netlink::connect()?);
+    let agent = Arc::new(Mutex::new(agent));
+    if let Some(cidr) = config.pod_cidr {
+        agent.lock().await.adopt(cidr).await?;
+    }
+
+    let (published, kube) = match &config.source {
+        Source::None => (sources::none(), None),
+        Source::File(path) => {
+            let (publisher, rx) = Publisher::new();
+            tokio::spawn(sources::file::watch(path.clone(), config.node_name.clone(), publisher));
+            (rx, None)
+        }
+        Source::Kubernetes { kubeconfig } => {
+            let client = kubernetes::client(kubeconfig.as_deref()).await?;
+            let (publisher, rx) = Publisher::new();
+            tokio::spawn(kubernetes::watch(client.clone(), config.node_name.clone(), publisher));
+            (rx, Some(client))
+        }
+    };
+    let local = Local { name: config.node_name.clone(), mode: config.mode, vni: config.vni, pod_cidr: config.pod_cidr };
+    let (reconciler, mut cluster) = Reconciler::new(node_maps, agent.clone(), local, config.source.kind()).await?;
+    tokio::spawn(reconciler.run(published));
+
+    // A static source is the operator's own file: a bad one stops the start
+    // with its line named. The API server's world may get better: there
+    // the agent serves, not ready, and keeps trying.
+    if kube.is_none() {
+        let first = first_outcome(&mut cluster).await?;
+        if let Some(e) = first.source.error {
+            bail!(e);
+        }
+    }
+    tokio::spawn(finish_start(agent.clone(), cluster.clone(), kube, config.node_name.clone()));
+
+    api::serve(api::Shared { agent, cluster }, &config.api_socket, shutdown).await?;
+    tracing::info!("stopped; maps and links stay pinned for the next agent");
+    Ok(())
+}
+
+/// The first reconcile's outcome: a success, or an error.
+async fn first_outcome(cluster: &mut watch::Receiver<ClusterView>) -> Result<ClusterView> {
+    let view = cluster
+        .wait_for(|v| v.source.generation > 0 || v.source.error.is_some())
+        .await
+        .context("the reconciler stopped")?;
+    Ok(view.clone())
+}
+
+/// After the first successful reconcile: serve the endpoints (with the
+/// pod CIDR the source gave, if it was not configured), prune links no one
+/// took over, and tell the Kubernetes API the node's network is up.
+async fn finish_start(
+    agent: Arc<Mutex<Agent>>,
+    mut cluster: watch::Receiver<ClusterView>,
+    kube: Option<kube::Client>,
+    node_name: String,
+) {
+    let Ok(view) = cluster.wait_for(|v| v.source.generation > 0).await.map(|v| v.clone()) else { return };
+    {
+        let mut agent = agent.lock().await;
+        if agent.pod_cidr().is_none() {
+            let Some(cidr) = local_pod_cidr(&view) else { return };
+            if let Err(e) = agent.adopt(cidr).await {
+                tracing::error!(error = format!("{e:#}"), "cannot adopt the pinned endpoints");
+                return;
+            }
+            tracing::info!(pod_cidr = %cidr, "serving this node's pods");
+        }
+        if let Err(e) = agent.prune_links() {
+            tracing::warn!(error = format!("{e:#}"), "cannot prune stale links");
+        }
+    }
+    let Some(client) = kube else { return };
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        match kubernetes::mark_network_available(client.clone(), &node_name).await {
+            Ok(()) => {
+                tracing::info!(node = %node_name, "NetworkUnavailable cleared");
+                return;
+            }
+            Err(e) => tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "cannot clear NetworkUnavailable"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,259 @@
+//! The Kubernetes node source: a watcher over `Node` objects (list, then
+//! watch from the listed `resourceVersion`, with bookmarks; a watch error
+//! or a 410 Gone relists with bounded exponential backoff). Each node's pod
+//! subnet comes from `spec.podCIDRs` (or `spec.podCIDR`), its underlay
+//! address from its `InternalIP`. A relist replaces the set only once it is
+//! complete, so routes of nodes that still exist are never withdrawn.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::{
+    api::{Patch, PatchParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{watcher, WatchStreamExt},
+    Api, Client,
+};
+
+use super::Publisher;
+use crate::{
+    cluster::{NodeSet, NodeSpec},
+    config::parse_pod_cidr,
+};
+
+/// Events taken together before the set is published again: a burst of
+/// changes (a relist, a thousand nodes joining) costs one publication.
+const BATCH: usize = 4096;
+
+/// A client from `kubeconfig` if given, else inferred: in-cluster
+/// (`KUBERNETES_SERVICE_HOST` and the service account token), then
+/// `$KUBECONFIG` or `~/.kube/config`.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("invalid kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "no Kubernetes API configuration: not in a cluster (KUBERNETES_SERVICE_HOST) and no kubeconfig; set kubeconfig",
+        )?,
+    };
+    Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+/// Why a node is left out of the set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    NoPodCidr,
+    NoInternalIp,
+    Invalid(String),
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skipped::NoPodCidr => write!(f, "it has no IPv4 pod CIDR (spec.podCIDRs) yet"),
+            Skipped::NoInternalIp => write!(f, "it has no IPv4 InternalIP in status.addresses"),
+            Skipped::Invalid(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+/// A `Node` as knet needs it.
+pub fn node_spec(node: &Node) -> Result<NodeSpec, Skipped> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let spec = node.spec.as_ref();
+    let cidrs: Vec<&str> = match spec.and_then(|s| s.pod_cidrs.as_ref()).filter(|c| !c.is_empty()) {
+        Some(list) => list.iter().map(String::as_str).collect(),
+        None => spec.and_then(|s| s.pod_cidr.as_deref()).into_iter().collect(),
+    };
+    // Dual-stack nodes list an IPv4 and an IPv6 CIDR; knet takes the IPv4 one.
+    let v4 = cidrs.iter().find(|c| !c.contains(':')).ok_or(Skipped::NoPodCidr)?;
+    let pod_cidr = parse_pod_cidr(v4).map_err(|e| Skipped::Invalid(format!("spec.podCIDRs: {e}")))?;
+    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+    let underlay_ip = addresses
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
+        .ok_or(Skipped::NoInternalIp)?;
+    Ok(NodeSpec { name, underlay_ip, pod_cidr })
+}
+
+/// The nodes seen so far, by name, each usable or skipped with a reason.
+#[derive(Debug, Default)]
+pub struct NodeStore {
+    nodes: BTreeMap<String, Result<NodeSpec, Skipped>>,
+}
+
+impl NodeStore {
+    pub fn apply(&mut self, node: &Node) {
+        let Some(name) = node.metadata.name.clone() else { return };
+        let new = node_spec(node);
+        if let Err(why) = &new {
+            if self.nodes.get(&name).is_none_or(|old| old.as_ref().err() != Some(why)) {
+                tracing::warn!(node = %name, reason = %why, "node skipped");
+            }
+        }
+        self.nodes.insert(name, new);
+    }
+
+    pub fn delete(&mut self, node: &Node) {
+        if let Some(name) = &node.metadata.name {
+            self.nodes.remove(name);
+        }
+    }
+
+    /// The usable nodes as a validated set, or why there is none: this node
+    /// (`me`) missing or skipped, or two nodes clashing.
+    pub fn desired(&self, me: &str) -> Result<NodeSet, String> {
+        match self.nodes.get(me) {
+            None => return Err(format!("this node ({me}) has no Node object in the Kubernetes API")),
+            Some(Err(why)) => return Err(format!("this node ({me}) cannot be programmed: {why}")),
+            Some(Ok(_)) => {}
+        }
+        let usable: Vec<NodeSpec> = self.nodes.values().filter_map(|n| n.as_ref().ok().cloned()).collect();
+        NodeSet::validate(usable.clone()).map_err(|e| {
+            let other = e.other.map(|o| format!(" (node {})", usable[o].name)).unwrap_or_default();
+            format!("node {}: {}{other}", usable[e.index].name, e.msg)
+        })
+    }
+}
+
+/// Watches `Node` objects until no one listens, publishing the full set
+/// after every batch of events.
+pub async fn watch(client: Client, me: String, publisher: Publisher) {
+    let api: Api<Node> = Api::all(client);
+    let events = watcher(api, watcher::Config::default()).default_backoff().ready_chunks(BATCH);
+    futures::pin_mut!(events);
+    let mut store = NodeStore::default();
+    // A relist fills this; it replaces `store` only once complete.
+    let mut relisting: Option<NodeStore> = None;
+    while let Some(batch) = events.next().await {
+        if publisher.is_closed() {
+            return;
+        }
+        let mut changed = false;
+        let mut error = None;
+        for event in batch {
+            match event {
+                Ok(watcher::Event::Init) => relisting = Some(NodeStore::default()),
+                Ok(watcher::Event::InitApply(node)) => relisting.get_or_insert_with(NodeStore::default).apply(&node),
+                Ok(watcher::Event::InitDone) => {
+                    store = relisting.take().unwrap_or_default();
+                    changed = true;
+                }
+                Ok(watcher::Event::Apply(node)) => {
+                    store.apply(&node);
+                    changed = true;
+                }
+                Ok(watcher::Event::Delete(node)) => {
+                    store.delete(&node);
+                    changed = true;
+                }
+                Err(e) => error = Some(format!("watching Nodes failed (retrying with backoff): {e}")),
+            }
+        }
+        if let Some(e) = error {
+            tracing::warn!(error = %e, "Kubernetes watch");
+            publisher.failed(e);
+            continue;
+        }
+        if !changed {
+            continue;
+        }
+        match store.desired(&me) {
+            Ok(set) => publisher.nodes(set),
+            Err(e) => {
+                tracing::error!(error = %e, "Kubernetes nodes not taken; keeping the running state");
+                publisher.failed(e);
+            }
+        }
+    }
+}
+
+/// Clears this node's `NetworkUnavailable` condition (as flannel and Calico
+/// do once their network is up), with a strategic-merge patch of
+/// `nodes/status` that touches no other condition.
+pub async fn mark_network_available(client: Client, name: &str) -> Result<()> {
+    let api: Api<Node> = Api::all(client);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = serde_json::json!({
+        "status": {"conditions": [{
+            "type": "NetworkUnavailable",
+            "status": "False",
+            "reason": "KnetIsUp",
+            "message": "knet programmed this node's pod network",
+            "lastTransitionTime": now,
+            "lastHeartbeatTime": now,
+        }]}
+    });
+    api.patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .with_context(|| format!("cannot patch the NetworkUnavailable condition of node {name}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Node as an API server returns it (shape from the Kubernetes API
+    /// reference, trimmed of fields knet does not read).
+    fn node(name: &str, cidrs: &[&str], internal_ip: Option<&str>) -> Node {
+        let mut addresses = vec![serde_json::json!({"type": "Hostname", "address": name})];
+        if let Some(ip) = internal_ip {
+            addresses.insert(0, serde_json::json!({"type": "InternalIP", "address": ip}));
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "uid": "6d1c4b0e-0000-4000-8000-000000000001", "resourceVersion": "4711",
+                         "labels": {"kubernetes.io/hostname": name}},
+            "spec": {"podCIDR": cidrs.first(), "podCIDRs": cidrs},
+            "status": {"addresses": addresses,
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                       "lastHeartbeatTime": "2026-11-30T10:00:00Z",
+                                       "lastTransitionTime": "2026-11-30T10:00:00Z"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn reads_the_ipv4_pod_cidr_and_internal_ip() {
+        let n = node_spec(&node("a", &["fd00:1::/64", "10.244.3.0/24"], Some("192.168.77.13"))).unwrap();
+        assert_eq!(n.pod_cidr.to_string(), "10.244.3.0/24");
+        assert_eq!(n.underlay_ip, Ipv4Addr::new(192, 168, 77, 13));
+        // Only podCIDR (older API servers).
+        let mut old = node("b", &[], Some("192.168.77.14"));
+        old.spec.as_mut().unwrap().pod_cidr = Some("10.244.4.0/24".into());
+        assert_eq!(node_spec(&old).unwrap().pod_cidr.to_string(), "10.244.4.0/24");
+    }
+
+    #[test]
+    fn nodes_knet_cannot_program_are_skipped_with_a_reason() {
+        assert_eq!(node_spec(&node("a", &[], Some("192.168.77.13"))), Err(Skipped::NoPodCidr));
+        assert_eq!(node_spec(&node("a", &["10.244.3.0/24"], None)), Err(Skipped::NoInternalIp));
+        assert_eq!(node_spec(&node("a", &["fd00::/64"], Some("192.168.77.13"))), Err(Skipped::NoPodCidr));
+        assert!(matches!(node_spec(&node("a", &["10.244.3.7/24"], Some("1.2.3.4"))), Err(Skipped::Invalid(_))));
+    }
+
+    #[test]
+    fn the_store_needs_this_node_and_leaves_out_skipped_ones() {
+        let mut store = NodeStore::default();
+        store.apply(&node("a", &["10.244.0.0/24"], Some("192.168.77.10")));
+        store.apply(&node("b", &[], Some("192.168.77.11")));
+        assert!(store.desired("c").unwrap_err().contains("this node (c) has no Node object"));
+        assert!(store.desired("b").unwrap_err().contains("no IPv4 pod CIDR"));
+        let set = store.desired("a").unwrap();
+        assert_eq!(set.len(), 1);
+        store.apply(&node("c", &["10.244.0.0/24"], Some("192.168.77.12")));
+        assert!(store.desired("a").unwrap_err().contains("overlaps node a's"));
+        store.delete(&node("c", &[], None));
+        assert_eq!(store.desired("a").unwrap().len(), 1);
+    }
+}
