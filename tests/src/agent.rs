@@ -22,6 +22,7 @@ pub fn agent_binary() -> Result<PathBuf> {
 
 pub struct AgentOptions {
     pub node_name: String,
+    /// Empty: not configured (the kubernetes source reads it from the Node).
     pub pod_cidr: String,
 }
 
@@ -54,12 +55,13 @@ impl Agent {
         let log = dir.join("agent.log");
         let config = dir.join("agent.toml");
         let pin_dir = format!("/sys/fs/bpf/{name}");
+        let pod_cidr =
+            if opts.pod_cidr.is_empty() { String::new() } else { format!("pod_cidr = {:?}\n", opts.pod_cidr) };
         std::fs::write(
             &config,
             format!(
-                "node_name = {:?}\npod_cidr = {:?}\napi_socket = {:?}\nbpf_pin_dir = {:?}\n{}",
+                "node_name = {:?}\n{pod_cidr}api_socket = {:?}\nbpf_pin_dir = {:?}\n{}",
                 opts.node_name,
-                opts.pod_cidr,
                 socket.display().to_string(),
                 pin_dir,
                 extra_config,
@@ -226,6 +228,17 @@ impl Agent {
             .iter()
             .filter_map(|p| p.as_str().map(str::to_string))
             .collect())
+    }
+
+    /// Waits (bounded) until `GET /readyz` answers 200.
+    pub fn wait_ready(&self, limit: Duration) -> Result<()> {
+        wait::until("the agent to be ready", limit, || {
+            self.request("GET", "/readyz", None).ok().filter(|(s, _)| *s == 200).map(drop)
+        })
+        .map_err(|e| {
+            let why = self.request("GET", "/readyz", None).map(|(_, v)| v.to_string()).unwrap_or_default();
+            anyhow::anyhow!("{e:#}: {why}\n{}", self.log_text())
+        })
     }
 
     /// Stops the agent with SIGTERM; its exit status.

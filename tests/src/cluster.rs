@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::{
     cni::{Attachment, KnetNetwork},
+    kube_api::KubeApi,
     netns::unique_name,
     wait, Agent, AgentOptions, Netns, Node, Pod,
 };
@@ -40,6 +41,15 @@ pub fn node_line(i: usize) -> String {
     format!("{} {} {}\n", node_name(i), node_address(i), pod_cidr(i))
 }
 
+/// Where the agents learn the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The static node file.
+    File,
+    /// `Node` objects of a `KubeApi` server on the outside host.
+    Kubernetes,
+}
+
 /// How a cluster's pods are wired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wiring {
@@ -56,6 +66,8 @@ pub struct Cluster {
     /// With `with_cni`: one per pod, in the order of `all_pods`.
     pub attachments: Vec<Attachment>,
     pub agents: Vec<Agent>,
+    /// With `kubernetes`: the API server the agents watch.
+    pub kube: Option<KubeApi>,
     pub pods: Vec<Vec<Pod>>,
     pub nodes: Vec<Node>,
     pub outside: Netns,
@@ -77,7 +89,14 @@ impl Cluster {
     /// `nodes` nodes with `pods` pods each, in `mode` ("vxlan" or "native");
     /// pod `j` of node `i` is `pod_address(i, j)`, wired by the harness.
     pub fn new(nodes: usize, pods: usize, mode: &str) -> Result<Self> {
-        Self::build(nodes, pods, mode, Wiring::Harness)
+        Self::build(nodes, pods, mode, Wiring::Harness, Source::File)
+    }
+
+    /// Like `new`, but the agents watch `Node` objects of a Kubernetes API
+    /// server (`kube`, on the outside host) and are configured with no pod
+    /// CIDR; each is ready before the next starts.
+    pub fn kubernetes(nodes: usize, pods: usize, mode: &str) -> Result<Self> {
+        Self::build(nodes, pods, mode, Wiring::Harness, Source::Kubernetes)
     }
 
     /// Like `new`, but every pod is ADDed through the knet CNI plugin as a
@@ -85,10 +104,10 @@ impl Cluster {
     /// node's underlay MTU, the node's agent socket); their addresses are
     /// host-local's. On drop every pod is DELed before its agent stops.
     pub fn with_cni(nodes: usize, pods: usize, mode: &str) -> Result<Self> {
-        Self::build(nodes, pods, mode, Wiring::Cni)
+        Self::build(nodes, pods, mode, Wiring::Cni, Source::File)
     }
 
-    fn build(nodes: usize, pods: usize, mode: &str, wiring: Wiring) -> Result<Self> {
+    fn build(nodes: usize, pods: usize, mode: &str, wiring: Wiring, source: Source) -> Result<Self> {
         let dir = TempDir(std::env::temp_dir().join(unique_name("cluster")));
         std::fs::create_dir_all(&dir.0)?;
         let fabric = Netns::new("fabric")?;
@@ -103,6 +122,7 @@ impl Cluster {
         let mut cluster = Cluster {
             attachments: vec![],
             agents: vec![],
+            kube: None,
             pods: vec![],
             nodes: vec![],
             outside,
@@ -116,10 +136,28 @@ impl Cluster {
             let node = Node::on_fabric(&format!("node{i}"), node_address(i), &cluster.fabric, &format!("n{i}"))?;
             cluster.nodes.push(node);
         }
-        let extra = format!("nodes_file = {:?}\nmode = {mode:?}\n", cluster.nodes_file().display().to_string());
+        let extra = match source {
+            Source::File => format!("nodes_file = {:?}\nmode = {mode:?}\n", cluster.nodes_file().display().to_string()),
+            Source::Kubernetes => {
+                let api = KubeApi::start(&cluster.outside, OUTSIDE)?;
+                for i in 0..nodes {
+                    api.set_node(&node_name(i), node_address(i), Some(&pod_cidr(i)));
+                }
+                let extra = format!(
+                    "node_source = \"kubernetes\"\nkubeconfig = {:?}\nmode = {mode:?}\n",
+                    api.kubeconfig().display().to_string()
+                );
+                cluster.kube = Some(api);
+                extra
+            }
+        };
         for i in 0..nodes {
-            let opts = AgentOptions { node_name: node_name(i), pod_cidr: pod_cidr(i) };
+            let cidr = if source == Source::Kubernetes { String::new() } else { pod_cidr(i) };
+            let opts = AgentOptions { node_name: node_name(i), pod_cidr: cidr };
             let agent = Agent::start_with(&cluster.nodes[i].ns, &opts, &extra)?;
+            if source == Source::Kubernetes {
+                agent.wait_ready(Duration::from_secs(30))?;
+            }
             cluster.agents.push(agent);
             cluster.pods.push(Vec::new());
             match wiring {

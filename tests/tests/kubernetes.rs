@@ -1,0 +1,252 @@
+//! The Kubernetes node source against an API server that speaks the real
+//! wire format (`knet_tests::kube_api`: lists, watch streams, bookmarks,
+//! 410 Gone, bearer tokens, status patches). Needs root; run with
+//! `cargo xtask test`.
+
+use std::{
+    io::Read,
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use knet_tests::{
+    cluster::{self, Cluster},
+    kube_api::KubeApi,
+    traffic, wait, Agent, AgentOptions, Netns, Node,
+};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn api(c: &Cluster) -> &KubeApi {
+    c.kube.as_ref().expect("a kubernetes cluster")
+}
+
+fn datapath(agent: &Agent) -> Value {
+    agent.request("GET", "/v1/datapath", None).unwrap().1
+}
+
+fn routes(node: &Node) -> String {
+    node.ns.ip(&["route", "show", "proto", "75"]).unwrap()
+}
+
+/// Waits until node `i`'s maps and routes satisfy `check`.
+fn until_programmed(c: &Cluster, i: usize, what: &str, check: impl Fn(&Value, &str) -> bool) {
+    wait::until(what, WAIT, || {
+        let (dp, r) = (datapath(&c.agents[i]), routes(&c.nodes[i]));
+        check(&dp, &r).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\nmaps: {}\nroutes: {}", datapath(&c.agents[i]), routes(&c.nodes[i])));
+}
+
+fn subnets(dp: &Value) -> String {
+    dp["node_subnets"].to_string()
+}
+
+#[test]
+fn nodes_added_changed_and_deleted_in_the_api_reach_the_maps_and_routes() {
+    let c = Cluster::kubernetes(2, 1, "vxlan").unwrap();
+    // Configured with no pod CIDR, each agent took its own from its Node.
+    let view = c.agents[1].request("GET", "/v1/node", None).unwrap().1;
+    assert_eq!(view["pod_cidr"], cluster::pod_cidr(1), "{view}");
+    traffic::ping(&c.pods[0][0].ns, c.pods[1][0].ip, 1).unwrap();
+    let steady = traffic::BackgroundPing::start(&c.pods[0][0].ns, c.pods[1][0].ip, 150).unwrap();
+
+    let (a, b) = (Ipv4Addr::new(192, 168, 77, 15), Ipv4Addr::new(192, 168, 77, 16));
+    api(&c).set_node("node-5", a, Some("10.244.5.0/24"));
+    until_programmed(&c, 0, "node-5 added", |dp, r| {
+        subnets(dp).contains("10.244.5.0/24 via 192.168.77.15")
+            && dp["tunnel_sources"].to_string().contains("192.168.77.15")
+            && r.contains("10.244.5.0/24 via 192.168.77.15")
+    });
+
+    // A new InternalIP: subnet, tunnel source and route follow it.
+    api(&c).set_node("node-5", b, Some("10.244.5.0/24"));
+    until_programmed(&c, 0, "node-5's new InternalIP", |dp, r| {
+        subnets(dp).contains("10.244.5.0/24 via 192.168.77.16")
+            && !dp["tunnel_sources"].to_string().contains("192.168.77.15")
+            && dp["tunnel_sources"].to_string().contains("192.168.77.16")
+            && r.contains("10.244.5.0/24 via 192.168.77.16")
+    });
+
+    // A new pod CIDR: the old subnet and its route go, the new ones come.
+    api(&c).set_node("node-5", b, Some("10.244.6.0/24"));
+    until_programmed(&c, 0, "node-5's new podCIDR", |dp, r| {
+        !subnets(dp).contains("10.244.5.0/24")
+            && !r.contains("10.244.5.0/24")
+            && subnets(dp).contains("10.244.6.0/24 via 192.168.77.16")
+            && r.contains("10.244.6.0/24 via 192.168.77.16")
+    });
+
+    api(&c).delete_node("node-5");
+    until_programmed(&c, 0, "node-5 deleted", |dp, r| {
+        !subnets(dp).contains("10.244.6.0/24")
+            && !dp["tunnel_sources"].to_string().contains(".16")
+            && !r.contains("10.244.6.0/24")
+    });
+    // Node 1 saw it all too, and the nodes that stayed never stopped talking.
+    assert!(!subnets(&datapath(&c.agents[1])).contains("10.244.6.0/24"));
+    let (sent, received) = steady.finish().unwrap();
+    assert_eq!(sent, received, "pings between untouched nodes were lost");
+    assert!(subnets(&datapath(&c.agents[0])).contains(&format!(
+        "{} via {}",
+        cluster::pod_cidr(1),
+        cluster::node_address(1)
+    )));
+}
+
+/// `ip monitor route` in a namespace, until dropped.
+struct RouteMonitor {
+    child: std::process::Child,
+}
+
+impl RouteMonitor {
+    fn start(ns: &Netns) -> Self {
+        let child = Command::new("ip")
+            .args(["-n", ns.name(), "-o", "monitor", "route"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        RouteMonitor { child }
+    }
+
+    fn finish(mut self) -> String {
+        let _ = self.child.kill();
+        let mut out = String::new();
+        self.child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        let _ = self.child.wait();
+        out
+    }
+}
+
+impl Drop for RouteMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_410_gone_relists_without_withdrawing_a_route_that_still_exists() {
+    let c = Cluster::kubernetes(3, 1, "vxlan").unwrap();
+    let monitor = RouteMonitor::start(&c.nodes[0].ns);
+    let steady = traffic::BackgroundPing::start(&c.pods[0][0].ns, c.pods[1][0].ip, 150).unwrap();
+    let (lists, _, _) = api(&c).counts();
+
+    // The history is compacted under the open watch, and a node joins that
+    // only the new list shows.
+    api(&c).expire();
+    api(&c).set_node("node-7", Ipv4Addr::new(192, 168, 77, 17), Some("10.244.7.0/24"));
+    until_programmed(&c, 0, "the relisted node-7", |dp, r| {
+        subnets(dp).contains("10.244.7.0/24") && r.contains("10.244.7.0/24")
+    });
+    assert!(api(&c).counts().0 > lists, "the agent did not list again after 410 Gone");
+    wait::until("the source back in sync", WAIT, || {
+        let v = c.agents[0].nodes().ok()?;
+        (v["source"]["in_sync"] == true && v["source"]["error"].is_null()).then_some(())
+    })
+    .unwrap();
+
+    let (sent, received) = steady.finish().unwrap();
+    let events = monitor.finish();
+    assert_eq!(sent, received, "pings across nodes were lost during the relist");
+    let deleted: Vec<&str> = events.lines().filter(|l| l.starts_with("Deleted")).collect();
+    assert!(deleted.is_empty(), "routes were withdrawn during the relist: {deleted:?}");
+    for i in 1..3 {
+        assert!(routes(&c.nodes[0]).contains(&cluster::pod_cidr(i)));
+    }
+}
+
+#[test]
+fn this_node_missing_or_without_a_pod_cidr_is_a_clear_error_and_not_ready() {
+    let c = Cluster::kubernetes(1, 0, "vxlan").unwrap();
+    let late = Node::on_fabric("node-late", cluster::node_address(5), &c.fabric, "n5").unwrap();
+    let extra =
+        format!("node_source = \"kubernetes\"\nkubeconfig = {:?}\n", api(&c).kubeconfig().display().to_string());
+    let agent =
+        Agent::start_with(&late.ns, &AgentOptions { node_name: "node-5".into(), pod_cidr: String::new() }, &extra)
+            .unwrap();
+    let not_ready = |needle: &str| {
+        wait::until(needle, WAIT, || {
+            let (status, body) = agent.request("GET", "/readyz", None).ok()?;
+            (status == 503 && body["error"].as_str()?.contains(needle)).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{e:#}: {:?}", agent.request("GET", "/readyz", None)));
+    };
+    not_ready("this node (node-5) has no Node object in the Kubernetes API");
+    // Without its pod CIDR the agent serves no pod.
+    assert_eq!(agent.request("GET", "/v1/node", None).unwrap().0, 503);
+
+    api(&c).set_node("node-5", cluster::node_address(5), None);
+    not_ready("this node (node-5) cannot be programmed: it has no IPv4 pod CIDR (spec.podCIDRs) yet");
+    assert!(api(&c).patches().iter().all(|p| p.node != "node-5"), "NetworkUnavailable cleared on an unprogrammed node");
+
+    api(&c).set_node("node-5", cluster::node_address(5), Some("10.244.5.0/24"));
+    agent.wait_ready(WAIT).unwrap();
+    assert_eq!(agent.request("GET", "/v1/node", None).unwrap().1["pod_cidr"], "10.244.5.0/24");
+}
+
+#[test]
+fn network_unavailable_is_cleared_on_our_own_node_only() {
+    let c = Cluster::kubernetes(2, 0, "vxlan").unwrap();
+    // A node no agent of this cluster runs on.
+    api(&c).set_node("node-9", Ipv4Addr::new(192, 168, 77, 19), Some("10.244.9.0/24"));
+    for name in ["node-0", "node-1"] {
+        wait::until(&format!("{name}'s NetworkUnavailable cleared"), WAIT, || {
+            let node = api(&c).node(name)?;
+            let conditions = node["status"]["conditions"].as_array()?.clone();
+            conditions.iter().any(|c| c["type"] == "NetworkUnavailable" && c["status"] == "False").then_some(())
+        })
+        .unwrap();
+    }
+    // The other conditions are the kubelet's and stay as they were.
+    let node0 = api(&c).node("node-0").unwrap();
+    let ready = node0["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").cloned();
+    assert_eq!(ready.unwrap()["reason"], "KubeletNotReady");
+    let patches = api(&c).patches();
+    let mut patched: Vec<&str> = patches.iter().map(|p| p.node.as_str()).collect();
+    patched.sort();
+    patched.dedup();
+    assert_eq!(patched, ["node-0", "node-1"], "{patches:?}");
+    for p in &patches {
+        assert_eq!(p.content_type, "application/strategic-merge-patch+json");
+        let conds = p.body["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conds.len(), 1, "{}", p.body);
+        assert_eq!(
+            (&conds[0]["type"], &conds[0]["status"]),
+            (&Value::from("NetworkUnavailable"), &Value::from("False"))
+        );
+    }
+    let node9 = api(&c).node("node-9").unwrap();
+    assert!(node9["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "NetworkUnavailable" && c["status"] == "True"));
+}
+
+#[test]
+fn an_agent_without_the_right_token_is_refused_and_not_ready() {
+    let c = Cluster::kubernetes(1, 0, "vxlan").unwrap();
+    let late = Node::on_fabric("node-late", cluster::node_address(6), &c.fabric, "n6").unwrap();
+    api(&c).set_node("node-6", cluster::node_address(6), Some("10.244.6.0/24"));
+    let dir = knet_tests::cni::TempDir::new("badtoken").unwrap();
+    let text = std::fs::read_to_string(api(&c).kubeconfig()).unwrap();
+    let token = text.lines().find_map(|l| l.trim().strip_prefix("token: ")).unwrap().to_string();
+    let bad = dir.0.join("kubeconfig");
+    std::fs::write(&bad, text.replace(&token, "not-the-token")).unwrap();
+    let (_, _, refused_before) = api(&c).counts();
+    let extra = format!("node_source = \"kubernetes\"\nkubeconfig = {:?}\n", bad.display().to_string());
+    let agent =
+        Agent::start_with(&late.ns, &AgentOptions { node_name: "node-6".into(), pod_cidr: String::new() }, &extra)
+            .unwrap();
+    wait::until("the refusal to show", WAIT, || {
+        let (status, body) = agent.request("GET", "/readyz", None).ok()?;
+        (status == 503 && body["error"].as_str()?.to_lowercase().contains("unauthorized")).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}", agent.request("GET", "/readyz", None)));
+    assert!(api(&c).counts().2 > refused_before);
+    assert!(api(&c).patches().iter().all(|p| p.node != "node-6"));
+}
