@@ -187,6 +187,14 @@ impl KubeApi {
         });
     }
 
+    /// Many nodes at once, as a restore would bring them: the history is
+    /// compacted with them, so watchers get 410 Gone and take them all in
+    /// one list.
+    pub fn bulk_load(&self, nodes: &[(String, Ipv4Addr, Option<String>)]) {
+        self.set_nodes(nodes);
+        self.expire();
+    }
+
     pub fn delete_node(&self, name: &str) {
         self.change(|st| {
             if let Some(mut node) = st.nodes.remove(name) {

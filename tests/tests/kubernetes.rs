@@ -82,7 +82,7 @@ fn nodes_added_changed_and_deleted_in_the_api_reach_the_maps_and_routes() {
     api(&c).delete_node("node-5");
     until_programmed(&c, 0, "node-5 deleted", |dp, r| {
         !subnets(dp).contains("10.244.6.0/24")
-            && !dp["tunnel_sources"].to_string().contains(".16")
+            && !dp["tunnel_sources"].to_string().contains("192.168.77.16")
             && !r.contains("10.244.6.0/24")
     });
     // Node 1 saw it all too, and the nodes that stayed never stopped talking.
@@ -249,4 +249,55 @@ fn an_agent_without_the_right_token_is_refused_and_not_ready() {
     .unwrap_or_else(|e| panic!("{e:#}: {:?}", agent.request("GET", "/readyz", None)));
     assert!(api(&c).counts().2 > refused_before);
     assert!(api(&c).patches().iter().all(|p| p.node != "node-6"));
+}
+
+/// `n` nodes behind a router, with /24 pod subnets out of 10.0.0.0/10.
+fn many(n: u32) -> Vec<(String, Ipv4Addr, Option<String>)> {
+    (0..n)
+        .map(|i| {
+            let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 1)) + i);
+            let net = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + (i << 8));
+            (format!("bulk-{i}"), ip, Some(format!("{net}/24")))
+        })
+        .collect()
+}
+
+#[test]
+fn ten_thousand_nodes_are_applied_while_a_cni_add_on_the_node_completes() {
+    let c = Cluster::kubernetes(1, 0, "vxlan").unwrap();
+    // The bulk nodes sit behind the outside host, which routes for them.
+    c.nodes[0].ns.ip(&["route", "add", "172.16.0.0/12", "via", &cluster::OUTSIDE.to_string()]).unwrap();
+    let net = knet_tests::cni::KnetNetwork::new(&c.nodes[0].ns, &cluster::pod_cidr(0), c.agents[0].socket()).unwrap();
+    let generation = c.agents[0].nodes().unwrap()["source"]["generation"].as_u64().unwrap();
+
+    api(&c).bulk_load(&many(10_000));
+    wait::until("the 10,000 nodes to be applying", WAIT, || {
+        let v = c.agents[0].nodes().ok()?;
+        (v["source"]["applying"] == true).then_some(())
+    })
+    .unwrap();
+    let pod = net.add_pod("pod").unwrap();
+    // The ADD was answered before the reconcile finished: the API does not
+    // wait for it.
+    let v = c.agents[0].nodes().unwrap();
+    assert_eq!(
+        v["source"]["generation"].as_u64(),
+        Some(generation),
+        "the apply finished before the ADD: {}",
+        v["source"]
+    );
+    assert_eq!(v["source"]["applying"], true);
+
+    wait::until("the 10,000 nodes to be programmed", Duration::from_secs(300), || {
+        let v = c.agents[0].nodes().ok()?;
+        (v["source"]["generation"].as_u64()? > generation).then_some(v)
+    })
+    .map(|v| assert!(v["source"]["error"].is_null(), "{}", v["source"]))
+    .unwrap();
+    let dp = datapath(&c.agents[0]);
+    assert_eq!(dp["node_subnets"].as_array().unwrap().len(), 10_001);
+    assert_eq!(dp["tunnel_sources"].as_array().unwrap().len(), 10_000);
+    assert_eq!(routes(&c.nodes[0]).lines().count(), 10_000);
+    assert!(routes(&c.nodes[0]).contains("10.39.15.0/24 via 192.168.77.250"));
+    traffic::ping(&pod.pod.ns, c.nodes[0].address, 1).unwrap();
 }
