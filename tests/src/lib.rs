@@ -10,6 +10,7 @@ pub mod capture;
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
+pub mod libcni;
 pub mod netns;
 pub mod topology;
 pub mod traffic;
