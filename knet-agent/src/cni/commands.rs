@@ -12,7 +12,7 @@ use super::{
     agent, check,
     env::{self, CniArgs, Command},
     ipam, names, netns,
-    routes::{self, NodeRoutes, PodRoute},
+    routes::{self, NodeRoutes},
     spec::{self, code, CniError, CniResult, NetConf, VersionInfo},
     wiring,
 };
@@ -113,8 +113,7 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
     }
     // The one request before any side effect: the agent answers, and says
     // whether pod routes that leave the node need a smaller MTU.
-    let view = agent::node(&conf.agent_socket).await?;
-    let node_routes = view.route_mtu.map(|route_mtu| NodeRoutes { pod_cidr: view.pod_cidr, route_mtu });
+    let node_routes = NodeRoutes::of(&agent::node(&conf.agent_socket).await?);
 
     let mut done = Done::default();
     let veth_names = (host.as_str(), peer.as_str(), alias.as_str());
@@ -255,6 +254,8 @@ async fn check(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniEr
     let ns = netns::open(netns_path)?;
     let plugin = ipam::find(&conf.ipam_type, &args.path)?;
     ipam::exec(&plugin, "CHECK", stdin).await?;
+    // The routes' MTUs as ADD would plan them now; never prevResult's.
+    let node_routes = NodeRoutes::of(&agent::node(&conf.agent_socket).await?);
 
     let host = names::host_veth(&args.container_id, &args.ifname);
     let node = wiring::connect()?;
@@ -272,14 +273,7 @@ async fn check(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniEr
         mtu: conf.mtu,
         host_veth: host,
         owner_alias: names::owner_alias(&args.container_id, &args.ifname),
-        routes: prev
-            .routes
-            .iter()
-            .filter_map(|r| match r.dst {
-                ipnet::IpNet::V4(dst) => Some(PodRoute { dst, mtu: r.mtu }),
-                ipnet::IpNet::V6(_) => None,
-            })
-            .collect(),
+        routes: check::expected_routes(prev, conf.mtu, node_routes),
     };
     let problems = check::problems(&expected, &observed);
     if problems.is_empty() {
