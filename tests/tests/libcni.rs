@@ -10,7 +10,8 @@ use knet_tests::{
     cluster::{self, Cluster},
     cni::{self, links},
     libcni::LibcniNetwork,
-    traffic,
+    netns::unique_name,
+    traffic, Netns,
 };
 use serde_json::json;
 
@@ -114,4 +115,31 @@ fn del_through_libcni_leaves_no_veth_lease_endpoint_or_cache_file() {
 
     // Again, now without a cached result: still fine.
     a.del().unwrap().expect_ok("second DEL");
+}
+
+#[test]
+fn libcni_1_1_refuses_a_1_1_0_result_which_is_why_knets_conflist_stays_at_1_0_0() {
+    let c = Cluster::new(1, 0, "vxlan").unwrap();
+    let mut net = network(&c, 0);
+    assert_eq!(net.conflist["cniVersion"], "1.0.0");
+    let mut list = net.conflist.clone();
+    list["cniVersion"] = json!("1.1.0");
+    // Debian's portmap (plugins 1.1.1) lists no 1.1.0 at all: knet alone.
+    list["plugins"].as_array_mut().unwrap().retain(|p| p["type"] == "knet");
+    net.write_conflist(list).unwrap();
+    let pod = Netns::new("pod").unwrap();
+    let id = unique_name("ctr");
+
+    let out = net.run("ADD", &id, Some(&pod)).unwrap();
+    assert!(!out.success(), "libcni took a 1.1.0 result: {}", out.stdout);
+    let msg = out.json["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains(r#"unsupported CNI result version "1.1.0""#), "{}", out.stdout);
+    // knet had wired the pod before libcni refused its answer, and libcni
+    // cached nothing: the runtime's DEL (without prevResult) cleans up.
+    assert_eq!(net.leases().len(), 1);
+    assert!(!net.cache_file(&id).exists());
+    net.run("DEL", &id, Some(&pod)).unwrap().expect_ok("DEL after the refused ADD");
+    assert!(net.leases().is_empty(), "lease left: {:?}", net.leases());
+    assert!(endpoint_ips(&c, 0).is_empty(), "endpoint left");
+    assert_eq!(links(&pod).unwrap(), vec!["lo"]);
 }
