@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod kube_api;
+pub mod libcni;
 pub mod netns;
 pub mod topology;
 pub mod traffic;

@@ -404,7 +404,7 @@ fn version_reports_what_knet_supports() {
     env.netns = None;
     let out = t.net.run_raw(&env, br#"{"cniVersion":"0.4.0"}"#).unwrap().expect_ok("VERSION");
     assert_eq!(out.json["cniVersion"], "0.4.0");
-    assert_eq!(out.json["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0"]));
+    assert_eq!(out.json["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
 
     // An older version gets an older result format (ips[].version) and
     // CHECK is refused before 0.4.0.
@@ -550,12 +550,12 @@ fn with_a_node_source_routes_leaving_the_node_carry_the_agents_route_mtu_and_sam
     let b = net.add_pod("pod-b").unwrap();
     let (pa, pb) = (&a.pod, &b.pod);
 
-    // The result reports the routes: the default one at the route MTU, the
-    // node's pod CIDR without one (the device's).
+    // A 1.0.0 result reports the routes without MTUs (the field came with
+    // 1.1.0).
     assert_eq!(
         a.attachment.result["routes"],
         json!([
-            {"dst": "0.0.0.0/0", "gw": "169.254.1.1", "mtu": 1450},
+            {"dst": "0.0.0.0/0", "gw": "169.254.1.1"},
             {"dst": POD_CIDR, "gw": "169.254.1.1"}
         ])
     );
@@ -588,7 +588,29 @@ fn with_a_node_source_routes_leaving_the_node_carry_the_agents_route_mtu_and_sam
     assert!(!too_big.status.success(), "1451 bytes went out past a 1450 route MTU");
     assert!(said(&too_big).contains("1450"), "not refused at the route MTU: {}", said(&too_big));
 
-    // CHECK holds the pod to those routes and their MTUs.
+    // A 1.1.0 configuration gets a 1.1.0 result: the default route at the
+    // route MTU, the node's pod CIDR without one (the device's). Debian's
+    // host-local speaks no 1.1.0 and is given the configuration at 1.0.0.
+    let pod_c = Netns::new("pod-c").unwrap();
+    let id_c = container_id("ctr-c");
+    let mut conf_c = net.conf();
+    conf_c["cniVersion"] = json!("1.1.0");
+    let rc = net.run(&net.env("ADD", &id_c, Some(&pod_c)), &conf_c).unwrap().expect_ok("ADD at 1.1.0").json;
+    assert_eq!(rc["cniVersion"], "1.1.0");
+    assert_eq!(
+        rc["routes"],
+        json!([
+            {"dst": "0.0.0.0/0", "gw": "169.254.1.1", "mtu": 1450},
+            {"dst": POD_CIDR, "gw": "169.254.1.1"}
+        ])
+    );
+    assert_eq!(cni::route_mtu(&pod_c, NODE_ADDRESS).unwrap(), Some(1450));
+    conf_c["prevResult"] = rc;
+    net.run(&net.env("CHECK", &id_c, Some(&pod_c)), &conf_c).unwrap().expect_ok("CHECK at 1.1.0");
+    net.run(&net.env("DEL", &id_c, Some(&pod_c)), &conf_c).unwrap().expect_ok("DEL at 1.1.0");
+
+    // CHECK holds the pod to those routes and their MTUs (from the agent:
+    // the 1.0.0 prevResult has none).
     a.attachment.check().unwrap().expect_ok("CHECK a");
     b.attachment.check().unwrap().expect_ok("CHECK b");
     pa.ns.ip(&["route", "change", "default", "via", "169.254.1.1", "dev", "eth0", "onlink"]).unwrap();

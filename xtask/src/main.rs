@@ -4,6 +4,7 @@
 
 mod bench;
 mod build;
+mod libcni;
 mod packages;
 mod run;
 mod setup;

@@ -23,6 +23,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("tcpdump", "tcpdump"),
     ("ethtool", "ethtool"),
     ("bridge", "iproute2"),
+    // The libcni driver of the tests (tests/libcni), built offline in
+    // GOPATH mode against Debian's libcni source.
+    ("go", "golang-go"),
+    ("/usr/share/gocode/src/github.com/containernetworking/cni/libcni", "golang-github-appc-cni-dev"),
 ];
 
 fn on_path(cmd: &str) -> bool {

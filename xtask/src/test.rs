@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, root, setup, step};
+use crate::{build, libcni, root, setup, step};
 
 pub fn require_root(what: &str) -> Result<()> {
     let out = Command::new("id").arg("-u").output().context("cannot run id")?;
@@ -20,6 +20,7 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     let tc = setup::ensure_ready()?;
     let bin_dir = build::all(&tc, false)?;
     let object = root().join("target/bpfel-unknown-none/release/knet");
+    libcni::build(&bin_dir)?;
 
     step("unit tests");
     cargo_test(&["--lib", "--bins"], &[], &object, &bin_dir)?;
@@ -41,6 +42,7 @@ fn cargo_test(targets: &[&str], test_args: &[&str], object: &std::path::Path, bi
         .args(test_args)
         .env("KNET_EBPF_OBJECT", object)
         .env("KNET_AGENT_BIN", bin_dir.join("knet-agent"))
+        .env("KNET_LIBCNI_BIN", bin_dir.join("knet-libcni"))
         .status()
         .context("cannot run cargo test")?;
     if !status.success() {

@@ -1,14 +1,15 @@
-//! CHECK's comparison: what ADD left (from `prevResult` and the config)
-//! against what the pod's namespace, the node and the agent hold now. Pure;
-//! every difference becomes one line of the error message.
+//! CHECK's comparison: what ADD left (from `prevResult`, the config and the
+//! agent's view of its node) against what the pod's namespace, the node and
+//! the agent hold now. Pure; every difference becomes one line of the error
+//! message.
 
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
 use super::{
-    routes::PodRoute,
-    spec::POD_GATEWAY,
+    routes::{self, NodeRoutes, PodRoute},
+    spec::{CniResult, POD_GATEWAY},
     wiring::{Link, PodState, RouteEntry},
 };
 use crate::endpoints::Endpoint;
@@ -28,6 +29,16 @@ pub struct Observed {
     pub host: Option<Link>,
     pub node_routes: Vec<RouteEntry>,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// The routes CHECK holds the pod to: the destinations of `prev` (the
+/// IPAM plugin's routes as ADD reported them) planned again as ADD plans
+/// them, with the agent's view of the node now. The MTUs in `prev` are not
+/// read: a runtime's libcni (1.1, containerd 1.6, CRI-O) parses results
+/// into CNI 1.0 types before caching them, and the routes' `mtu` (a 1.1.0
+/// field) is gone by the time CHECK gets prevResult.
+pub fn expected_routes(prev: &CniResult, device_mtu: u32, node: Option<NodeRoutes>) -> Vec<PodRoute> {
+    routes::plan(prev, device_mtu, node)
 }
 
 /// The route to `dst` through `gateway` out of `oif`, whatever its metrics.
@@ -202,6 +213,68 @@ mod tests {
                 host_mac: HOST_MAC,
             }],
         }
+    }
+
+    fn prev(routes: &str) -> CniResult {
+        serde_json::from_str(&format!(
+            r#"{{"cniVersion":"1.0.0","ips":[{{"address":"10.244.0.5/32","gateway":"169.254.1.1","interface":1}}],"routes":{routes}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn route(dst: &str, mtu: Option<u32>) -> PodRoute {
+        PodRoute { dst: dst.parse().unwrap(), mtu }
+    }
+
+    const VXLAN: Option<NodeRoutes> =
+        Some(NodeRoutes { pod_cidr: Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 24), route_mtu: 1450 });
+
+    #[test]
+    fn expected_routes_take_their_mtus_from_the_agent_not_from_prev_result() {
+        // What libcni 1.1 caches from a VXLAN pod's ADD: no mtu fields.
+        let cached = prev(r#"[{"dst":"0.0.0.0/0","gw":"169.254.1.1"},{"dst":"10.244.0.0/24","gw":"169.254.1.1"}]"#);
+        let want = vec![route("0.0.0.0/0", Some(1450)), route("10.244.0.0/24", None)];
+        assert_eq!(expected_routes(&cached, 1500, VXLAN), want);
+        // A 1.1.0 prevResult's MTUs, right or stale, are not what counts.
+        let stale = prev(
+            r#"[{"dst":"0.0.0.0/0","gw":"169.254.1.1","mtu":9000},{"dst":"10.244.0.0/24","gw":"169.254.1.1","mtu":1450}]"#,
+        );
+        assert_eq!(expected_routes(&stale, 1500, VXLAN), want);
+        // Without a node source: the device's MTU everywhere, and no pod
+        // CIDR route that prevResult does not name.
+        assert_eq!(expected_routes(&cached, 1500, None), vec![route("0.0.0.0/0", None), route("10.244.0.0/24", None)]);
+        assert_eq!(
+            expected_routes(&prev(r#"[{"dst":"0.0.0.0/0","gw":"169.254.1.1"}]"#), 1500, None),
+            vec![route("0.0.0.0/0", None)]
+        );
+    }
+
+    #[test]
+    fn expected_routes_keep_prev_results_destinations_and_add_what_the_plan_adds() {
+        // An IPAM route leaving the node carries the route MTU; one inside
+        // the node's pod CIDR does not; IPv6 is not knet's.
+        let cached = prev(
+            r#"[{"dst":"0.0.0.0/0","gw":"169.254.1.1"},{"dst":"10.244.0.0/24","gw":"169.254.1.1"},
+                {"dst":"10.96.0.0/12","gw":"169.254.1.1"},{"dst":"10.244.0.128/25","gw":"169.254.1.1"},{"dst":"fd00::/8"}]"#,
+        );
+        assert_eq!(
+            expected_routes(&cached, 1500, VXLAN),
+            vec![
+                route("0.0.0.0/0", Some(1450)),
+                route("10.244.0.0/24", None),
+                route("10.96.0.0/12", Some(1450)),
+                route("10.244.0.128/25", None),
+            ]
+        );
+        // An empty or foreign prevResult still expects the routes every
+        // pod of this node gets.
+        assert_eq!(
+            expected_routes(&prev("[]"), 1500, VXLAN),
+            vec![route("0.0.0.0/0", Some(1450)), route("10.244.0.0/24", None)]
+        );
+        // Native mode: the underlay MTU is the device's, no route carries one.
+        let native = Some(NodeRoutes { route_mtu: 1500, ..VXLAN.unwrap() });
+        assert_eq!(expected_routes(&cached, 1500, native)[0], route("0.0.0.0/0", None));
     }
 
     #[test]

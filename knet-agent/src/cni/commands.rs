@@ -2,17 +2,14 @@
 //! first side effect and undoes its own steps when a later one fails; DEL
 //! cleans what there is and is idempotent; CHECK reports every difference.
 
-use std::{
-    net::Ipv4Addr,
-    os::fd::AsFd,
-    path::{Path, PathBuf},
-};
+use std::{net::Ipv4Addr, os::fd::AsFd, path::Path};
 
 use super::{
     agent, check,
     env::{self, CniArgs, Command},
-    ipam, names, netns,
-    routes::{self, NodeRoutes, PodRoute},
+    ipam::Ipam,
+    names, netns,
+    routes::{self, NodeRoutes},
     spec::{self, code, CniError, CniResult, NetConf, VersionInfo},
     wiring,
 };
@@ -51,19 +48,19 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 #[derive(Default)]
 struct Done {
     veth: Option<String>,
-    ipam: Option<PathBuf>,
+    ipam: bool,
     endpoint: Option<Ipv4Addr>,
 }
 
 impl Done {
-    async fn undo(self, handle: &rtnetlink::Handle, socket: &Path, stdin: &[u8]) {
+    async fn undo(self, handle: &rtnetlink::Handle, socket: &Path, ipam: &Ipam) {
         if let Some(ip) = self.endpoint {
             if let Err(e) = agent::unregister(socket, ip).await {
                 eprintln!("knet: undoing ADD: {e}");
             }
         }
-        if let Some(plugin) = self.ipam {
-            if let Err(e) = ipam::exec(&plugin, "DEL", stdin).await {
+        if self.ipam {
+            if let Err(e) = ipam.exec("DEL").await {
                 eprintln!("knet: undoing ADD: {e}");
             }
         }
@@ -87,7 +84,7 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
     // Everything that can be checked without a side effect, first.
     let netns_path = args.netns.as_ref().expect("ADD requires CNI_NETNS");
     let ns = netns::open(netns_path)?;
-    let ipam_plugin = ipam::find(&conf.ipam_type, &args.path)?;
+    let ipam = Ipam::prepare(&conf.ipam_type, &args.path, &conf.cni_version, stdin).await?;
     let host = names::host_veth(&args.container_id, &args.ifname);
     let peer = names::temp_peer(&args.container_id, &args.ifname);
     let alias = names::owner_alias(&args.container_id, &args.ifname);
@@ -113,15 +110,14 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
     }
     // The one request before any side effect: the agent answers, and says
     // whether pod routes that leave the node need a smaller MTU.
-    let view = agent::node(&conf.agent_socket).await?;
-    let node_routes = view.route_mtu.map(|route_mtu| NodeRoutes { pod_cidr: view.pod_cidr, route_mtu });
+    let node_routes = NodeRoutes::of(&agent::node(&conf.agent_socket).await?);
 
     let mut done = Done::default();
     let veth_names = (host.as_str(), peer.as_str(), alias.as_str());
-    match add_steps(args, conf, stdin, &ns, &node, &ipam_plugin, node_routes, &mut done, veth_names).await {
+    match add_steps(args, conf, &ns, &node, &ipam, node_routes, &mut done, veth_names).await {
         Ok(result) => Ok(result),
         Err(e) => {
-            done.undo(&node, &conf.agent_socket, stdin).await;
+            done.undo(&node, &conf.agent_socket, &ipam).await;
             Err(e)
         }
     }
@@ -131,10 +127,9 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
 async fn add_steps(
     args: &CniArgs,
     conf: &NetConf,
-    stdin: &[u8],
     ns: &std::fs::File,
     node: &rtnetlink::Handle,
-    ipam_plugin: &Path,
+    ipam: &Ipam,
     node_routes: Option<NodeRoutes>,
     done: &mut Done,
     (host, peer, alias): (&str, &str, &str),
@@ -148,10 +143,9 @@ async fn add_steps(
     wiring::set_up(node, host_link.index, Some(alias), None).await?;
     wiring::move_to_netns(node, peer_link.index, ns.as_fd(), &args.ifname).await?;
 
-    let ipam_result = ipam::exec(ipam_plugin, "ADD", stdin)
-        .await?
-        .ok_or_else(|| CniError::new(code::IPAM_RESULT, "the IPAM plugin printed nothing"))?;
-    done.ipam = Some(ipam_plugin.to_path_buf());
+    let ipam_result =
+        ipam.exec("ADD").await?.ok_or_else(|| CniError::new(code::IPAM_RESULT, "the IPAM plugin printed nothing"))?;
+    done.ipam = true;
     let ip = ipam_result.single_ipv4()?.addr();
     let routes = routes::plan(&ipam_result, conf.mtu, node_routes);
 
@@ -203,8 +197,8 @@ async fn del(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniErro
         Err(e) => keep(Err(e)),
     }
 
-    match ipam::find(&conf.ipam_type, &args.path) {
-        Ok(plugin) => keep(ipam::exec(&plugin, "DEL", stdin).await.map(drop)),
+    match Ipam::prepare(&conf.ipam_type, &args.path, &conf.cni_version, stdin).await {
+        Ok(ipam) => keep(ipam.exec("DEL").await.map(drop)),
         Err(e) => keep(Err(e)),
     }
 
@@ -253,8 +247,10 @@ async fn check(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniEr
     })?;
     let netns_path = args.netns.as_ref().expect("CHECK requires CNI_NETNS");
     let ns = netns::open(netns_path)?;
-    let plugin = ipam::find(&conf.ipam_type, &args.path)?;
-    ipam::exec(&plugin, "CHECK", stdin).await?;
+    let ipam = Ipam::prepare(&conf.ipam_type, &args.path, &conf.cni_version, stdin).await?;
+    ipam.exec("CHECK").await?;
+    // The routes' MTUs as ADD would plan them now; never prevResult's.
+    let node_routes = NodeRoutes::of(&agent::node(&conf.agent_socket).await?);
 
     let host = names::host_veth(&args.container_id, &args.ifname);
     let node = wiring::connect()?;
@@ -272,14 +268,7 @@ async fn check(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniEr
         mtu: conf.mtu,
         host_veth: host,
         owner_alias: names::owner_alias(&args.container_id, &args.ifname),
-        routes: prev
-            .routes
-            .iter()
-            .filter_map(|r| match r.dst {
-                ipnet::IpNet::V4(dst) => Some(PodRoute { dst, mtu: r.mtu }),
-                ipnet::IpNet::V6(_) => None,
-            })
-            .collect(),
+        routes: check::expected_routes(prev, conf.mtu, node_routes),
     };
     let problems = check::problems(&expected, &observed);
     if problems.is_empty() {

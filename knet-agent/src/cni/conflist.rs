@@ -6,7 +6,16 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 
-use super::spec::{DEFAULT_AGENT_SOCKET, DEFAULT_MTU, LATEST_VERSION};
+use super::spec::{DEFAULT_AGENT_SOCKET, DEFAULT_MTU};
+
+/// The conflist's version: 1.0.0, not knet's latest (1.1.0). Tried here
+/// through libcni 1.1.2 (Debian's, what containerd 1.6 and CRI-O build
+/// with): a 1.1.0 conflist runs knet's ADD, then libcni refuses the result
+/// ("unsupported CNI result version"), so the runtime fails the pod; and
+/// Debian's host-local and portmap (plugins 1.1.1) list no 1.1.0 either.
+/// At 1.0.0 the routes' MTUs are not in the result, which CHECK does not
+/// need (it asks the agent). `tests/tests/libcni.rs` shows both.
+pub const CONFLIST_VERSION: &str = "1.0.0";
 
 pub struct ConflistOptions<'a> {
     pub pod_cidr: Ipv4Net,
@@ -23,7 +32,7 @@ impl<'a> ConflistOptions<'a> {
 /// `knet.conflist` for a node.
 pub fn conflist(o: &ConflistOptions<'_>) -> Value {
     json!({
-        "cniVersion": LATEST_VERSION,
+        "cniVersion": CONFLIST_VERSION,
         "name": "knet",
         "plugins": [
             {

@@ -8,9 +8,11 @@ use std::{
     time::Duration,
 };
 
+use serde::Deserialize;
+use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::spec::{code, CniError, CniResult, ErrorJson};
+use super::spec::{code, is_supported, parse_version, CniError, CniResult, ErrorJson};
 
 /// How long an IPAM plugin may take (host-local takes milliseconds; a
 /// stuck one must not hang the runtime).
@@ -34,10 +36,112 @@ pub fn find(plugin: &str, cni_path: &[PathBuf]) -> Result<PathBuf, CniError> {
         })
 }
 
-/// Runs `plugin` with `CNI_COMMAND=command`; its parsed result for ADD,
-/// `None` for DEL and CHECK. A plugin error keeps the plugin's own code.
-pub async fn exec(plugin: &Path, command: &str, netconf: &[u8]) -> Result<Option<CniResult>, CniError> {
-    let name = plugin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+/// The IPAM plugin of one invocation and the configuration it is given.
+#[derive(Debug, Clone)]
+pub struct Ipam {
+    pub plugin: PathBuf,
+    /// The network configuration, at a version the plugin speaks.
+    conf: Vec<u8>,
+}
+
+impl Ipam {
+    /// `plugin_type` from `CNI_PATH`, given the configuration as it came,
+    /// unless the configuration is newer than 1.0.0 and the plugin does not
+    /// list its version (Debian's host-local stops at 1.0.0): then it gets
+    /// it at the newest version it lists, which knet reads as well. Its
+    /// answer converts to the newer format losslessly (1.1.0 only adds
+    /// fields). Runs nothing but VERSION.
+    pub async fn prepare(
+        plugin_type: &str,
+        cni_path: &[PathBuf],
+        conf_version: &str,
+        stdin: &[u8],
+    ) -> Result<Self, CniError> {
+        let plugin = find(plugin_type, cni_path)?;
+        if parse_version(conf_version).is_some_and(|v| v <= (1, 0, 0)) {
+            return Ok(Ipam { plugin, conf: stdin.to_vec() });
+        }
+        let probe = format!(r#"{{"cniVersion":{conf_version:?}}}"#);
+        let answer = run(&plugin, "VERSION", probe.as_bytes()).await?;
+        let name = plugin_name(&plugin);
+        let info: PluginVersions = serde_json::from_slice(&answer).map_err(|e| {
+            CniError::new(code::IPAM_RESULT, format!("IPAM plugin {name} answered VERSION with no version list"))
+                .with_details(format!("{e}: {}", String::from_utf8_lossy(&answer).trim()))
+        })?;
+        let Some(version) = delegate_version(conf_version, &info.supported_versions) else {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!(
+                    "IPAM plugin {name} supports {:?}, none of them {conf_version} or an older version knet reads",
+                    info.supported_versions
+                ),
+            ));
+        };
+        let conf = if version == conf_version { stdin.to_vec() } else { at_version(stdin, &version)? };
+        Ok(Ipam { plugin, conf })
+    }
+
+    /// Runs the plugin with `CNI_COMMAND=command`; its parsed result for
+    /// ADD, `None` for DEL and CHECK. A plugin error keeps the plugin's own
+    /// code.
+    pub async fn exec(&self, command: &str) -> Result<Option<CniResult>, CniError> {
+        let out = run(&self.plugin, command, &self.conf).await?;
+        if command != "ADD" {
+            return Ok(None);
+        }
+        serde_json::from_slice(&out).map(Some).map_err(|e| {
+            CniError::new(code::IPAM_RESULT, format!("IPAM plugin {} printed no CNI result", plugin_name(&self.plugin)))
+                .with_details(format!("{e}: {}", String::from_utf8_lossy(&out).trim()))
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct PluginVersions {
+    #[serde(rename = "supportedVersions", default)]
+    supported_versions: Vec<String>,
+}
+
+/// The version to delegate a `conf_version` configuration at: its own if
+/// the plugin lists it, else the newest older one that knet also speaks.
+fn delegate_version(conf_version: &str, supported: &[String]) -> Option<String> {
+    if supported.iter().any(|v| v == conf_version) {
+        return Some(conf_version.to_string());
+    }
+    let limit = parse_version(conf_version)?;
+    supported
+        .iter()
+        .filter(|v| is_supported(v))
+        .filter_map(|v| Some((parse_version(v)?, v)))
+        .filter(|(parsed, _)| *parsed <= limit)
+        .max()
+        .map(|(_, v)| v.clone())
+}
+
+/// The configuration with `cniVersion` (and its `prevResult`'s format)
+/// set to `version`.
+fn at_version(stdin: &[u8], version: &str) -> Result<Vec<u8>, CniError> {
+    let decode = |e: serde_json::Error| {
+        CniError::new(code::DECODE, "the network configuration is not a JSON object").with_details(e.to_string())
+    };
+    let mut conf: Map<String, Value> = serde_json::from_slice(stdin).map_err(decode)?;
+    conf.insert("cniVersion".into(), Value::from(version));
+    if let Some(prev) = conf.get_mut("prevResult").filter(|p| p.is_object()) {
+        let result: CniResult = serde_json::from_value(prev.clone())
+            .map_err(|e| CniError::new(code::DECODE, "prevResult is not a CNI result").with_details(e.to_string()))?;
+        *prev = serde_json::to_value(result.for_version(version)).expect("CNI types serialize");
+    }
+    Ok(serde_json::to_vec(&conf).expect("JSON serializes"))
+}
+
+fn plugin_name(plugin: &Path) -> String {
+    plugin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Runs `plugin` with `CNI_COMMAND=command` and `netconf` on stdin,
+/// bounded; its stdout if it exits 0, its error (with its own code) if not.
+async fn run(plugin: &Path, command: &str, netconf: &[u8]) -> Result<Vec<u8>, CniError> {
+    let name = plugin_name(plugin);
     let io_err = |what: &str, e: std::io::Error| {
         CniError::new(code::IO, format!("IPAM plugin {name}: {what}")).with_details(e.to_string())
     };
@@ -77,13 +181,7 @@ pub async fn exec(plugin: &Path, command: &str, netconf: &[u8]) -> Result<Option
                 )),
         });
     }
-    if command != "ADD" {
-        return Ok(None);
-    }
-    serde_json::from_slice(&out.stdout).map(Some).map_err(|e| {
-        CniError::new(code::IPAM_RESULT, format!("IPAM plugin {name} printed no CNI result"))
-            .with_details(format!("{e}: {}", String::from_utf8_lossy(&out.stdout).trim()))
-    })
+    Ok(out.stdout)
 }
 
 #[cfg(test)]
@@ -107,5 +205,34 @@ mod tests {
         let err = missing.unwrap_err();
         assert_eq!(err.code, code::INVALID_CONFIG);
         assert!(err.msg.contains("\"nope\""), "{err}");
+    }
+
+    fn versions(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn delegates_at_the_configurations_version_or_the_newest_older_one_knet_reads() {
+        let host_local = versions(&["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"]);
+        assert_eq!(delegate_version("1.1.0", &host_local).as_deref(), Some("1.0.0"));
+        assert_eq!(delegate_version("1.0.0", &host_local).as_deref(), Some("1.0.0"));
+        assert_eq!(delegate_version("1.1.0", &versions(&["1.0.0", "1.1.0"])).as_deref(), Some("1.1.0"));
+        // 0.2.0 results are not a format knet reads.
+        assert_eq!(delegate_version("1.1.0", &versions(&["0.1.0", "0.2.0"])), None);
+        assert_eq!(delegate_version("1.1.0", &versions(&["2.0.0"])), None);
+    }
+
+    #[test]
+    fn a_configuration_at_an_older_version_carries_its_prev_result_in_that_format() {
+        let conf = br#"{"cniVersion":"1.1.0","name":"n","type":"knet","ipam":{"type":"host-local"},
+            "prevResult":{"cniVersion":"1.1.0","ips":[{"address":"10.244.0.5/32"}],
+            "routes":[{"dst":"0.0.0.0/0","gw":"169.254.1.1","mtu":1450}]}}"#;
+        let v: Value = serde_json::from_slice(&at_version(conf, "1.0.0").unwrap()).unwrap();
+        assert_eq!(v["cniVersion"], "1.0.0");
+        assert_eq!(v["ipam"], serde_json::json!({"type": "host-local"}));
+        assert_eq!(v["prevResult"]["cniVersion"], "1.0.0");
+        assert_eq!(v["prevResult"]["routes"], serde_json::json!([{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]));
+        let bare: Value = serde_json::from_slice(&at_version(br#"{"cniVersion":"1.1.0"}"#, "1.0.0").unwrap()).unwrap();
+        assert_eq!(bare, serde_json::json!({"cniVersion": "1.0.0"}));
     }
 }

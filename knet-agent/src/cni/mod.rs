@@ -1,4 +1,4 @@
-//! The `knet` CNI plugin (spec 1.0; configurations of 0.3.0 to 1.0.0): a
+//! The `knet` CNI plugin (spec 1.1; configurations of 0.3.0 to 1.1.0): a
 //! client of the agent's local API, never of the BPF maps.
 //!
 //! | file        | does                                                   |
@@ -9,7 +9,8 @@
 //! | `check`     | CHECK's comparison (pure)                              |
 //! | `routes`    | the pod's routes and their MTUs (pure)                 |
 //! | `conflist`  | the default `knet.conflist` (pure)                     |
-//! | `ipam`      | running the IPAM plugin from `CNI_PATH`                |
+//! | `ipam`      | running the IPAM plugin from `CNI_PATH`, at a version  |
+//! |             | it speaks                                              |
 //! | `netns`     | work inside the pod's namespace on a thread of its own |
 //! | `wiring`    | the netlink work                                       |
 //! | `agent`     | the agent's node view; registering endpoints           |

@@ -11,6 +11,7 @@
 use ipnet::{IpNet, Ipv4Net};
 
 use super::spec::CniResult;
+use crate::api::NodeView;
 
 /// One route of the pod, through the link-local gateway; `mtu` is the
 /// route's MTU metric (`None`: the device's).
@@ -26,6 +27,13 @@ pub struct NodeRoutes {
     pub pod_cidr: Ipv4Net,
     /// The MTU for routes that leave the node.
     pub route_mtu: u32,
+}
+
+impl NodeRoutes {
+    /// From `GET /v1/node`: `None` without a node source (no route MTU).
+    pub fn of(view: &NodeView) -> Option<Self> {
+        view.route_mtu.map(|route_mtu| NodeRoutes { pod_cidr: view.pod_cidr, route_mtu })
+    }
 }
 
 /// The pod's routes: the default route first, then the node's pod CIDR

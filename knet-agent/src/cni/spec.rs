@@ -15,12 +15,13 @@ use serde_json::Value;
 use super::routes::PodRoute;
 
 /// The spec versions whose configuration and result formats knet speaks.
-/// 0.3.x and 0.4.0 results differ from 1.0.0 only by `ips[].version`;
-/// CHECK exists from 0.4.0 on.
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+/// 0.3.x and 0.4.0 results differ from 1.0.0 only by `ips[].version`, 1.0.0
+/// from 1.1.0 (for knet) only by the routes' `mtu`; CHECK exists from 0.4.0
+/// on.
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 /// The version knet answers in when the caller's is unknown.
-pub const LATEST_VERSION: &str = "1.0.0";
+pub const LATEST_VERSION: &str = "1.1.0";
 
 /// The link-local gateway every pod routes through. It is never on the
 /// wire: the pod's neighbour entry for it is static and names the host veth.
@@ -317,7 +318,8 @@ pub struct Route {
     pub dst: IpNet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gw: Option<IpAddr>,
-    /// The route's MTU (the field of spec 1.1; readers of 1.0 ignore it).
+    /// The route's MTU: a field of spec 1.1.0, left out of results of older
+    /// versions (their readers, libcni 1.1 among them, drop it anyway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
 }
@@ -380,14 +382,20 @@ impl CniResult {
     }
 
     /// The same result in the format of `version`: before 1.0.0 every
-    /// `ips` entry names its IP version.
+    /// `ips` entry names its IP version; before 1.1.0 routes have no MTU.
     pub fn for_version(mut self, version: &str) -> Self {
-        let old = parse_version(version).is_some_and(|v| v < (1, 0, 0));
+        let v = parse_version(version);
+        let before_1_0 = v.is_some_and(|v| v < (1, 0, 0));
         for ip in &mut self.ips {
-            ip.version = old.then(|| match ip.address {
+            ip.version = before_1_0.then(|| match ip.address {
                 IpNet::V4(_) => "4".to_string(),
                 IpNet::V6(_) => "6".to_string(),
             });
+        }
+        if v.is_some_and(|v| v < (1, 1, 0)) {
+            for route in &mut self.routes {
+                route.mtu = None;
+            }
         }
         self.cni_version = version.to_string();
         self
@@ -529,17 +537,18 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert!(is_supported("1.0.0") && is_supported("0.3.1"));
-        assert!(!is_supported("0.2.0") && !is_supported("1.1.0"));
-        assert!(supports_check("0.4.0") && supports_check("1.0.0"));
+        assert!(is_supported("1.1.0") && is_supported("1.0.0") && is_supported("0.3.1"));
+        assert!(!is_supported("0.2.0") && !is_supported("1.2.0"));
+        assert!(supports_check("0.4.0") && supports_check("1.0.0") && supports_check("1.1.0"));
         assert!(!supports_check("0.3.1"));
         assert_eq!(parse_version("1.0"), None);
         assert_eq!(version_of(br#"{"cniVersion":"0.4.0"}"#).as_deref(), Some("0.4.0"));
         assert_eq!(version_of(br#"{"cniVersion":"7"}"#), None);
         let v = serde_json::to_value(VersionInfo::new(Some("0.3.1"))).unwrap();
         assert_eq!(v["cniVersion"], "0.3.1");
-        assert_eq!(v["supportedVersions"], serde_json::json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0"]));
-        assert_eq!(VersionInfo::new(Some("2.0.0")).cni_version, "1.0.0");
+        assert_eq!(v["supportedVersions"], serde_json::json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+        assert_eq!(VersionInfo::new(Some("2.0.0")).cni_version, "1.1.0");
+        assert_eq!(VersionInfo::new(Some("1.1.0")).cni_version, "1.1.0");
     }
 
     fn outcome(version: &str) -> CniResult {
@@ -558,11 +567,11 @@ mod tests {
 
     #[test]
     fn add_result_is_spec_json() {
-        let v = serde_json::to_value(outcome("1.0.0")).unwrap();
+        let v = serde_json::to_value(outcome("1.1.0")).unwrap();
         assert_eq!(
             v,
             serde_json::json!({
-                "cniVersion": "1.0.0",
+                "cniVersion": "1.1.0",
                 "interfaces": [
                     {"name": "knet0123456789a", "mac": "02:00:00:00:00:01"},
                     {"name": "eth0", "mac": "02:00:00:00:00:02", "sandbox": "/run/netns/p"}
@@ -572,15 +581,23 @@ mod tests {
                 "dns": {}
             })
         );
+        // Before 1.1.0 a route has no MTU; the rest is the same.
+        let v1_0 = serde_json::to_value(outcome("1.0.0")).unwrap();
+        assert_eq!(v1_0["routes"], serde_json::json!([{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]));
+        assert_eq!(
+            (&v1_0["cniVersion"], &v1_0["ips"], &v1_0["interfaces"]),
+            (&"1.0.0".into(), &v["ips"], &v["interfaces"])
+        );
         // Older versions carry ips[].version.
         let old = serde_json::to_value(outcome("0.4.0")).unwrap();
         assert_eq!(old["ips"][0]["version"], "4");
         assert_eq!(old["cniVersion"], "0.4.0");
+        assert!(old["routes"][0].get("mtu").is_none());
     }
 
     #[test]
     fn results_round_trip_and_find_the_pod_address() {
-        let r = outcome("1.0.0");
+        let r = outcome("1.1.0");
         let text = serde_json::to_string(&r).unwrap();
         let back: CniResult = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
