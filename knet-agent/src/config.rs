@@ -48,6 +48,10 @@ pub struct RawConfig {
     /// How traffic crosses to other nodes [default: vxlan].
     #[arg(long, env = "KNET_MODE", value_enum)]
     pub mode: Option<Mode>,
+    /// Where to write the CNI network configuration once this node's pod
+    /// CIDR is known (e.g. /etc/cni/net.d/10-knet.conflist) [default: none].
+    #[arg(long, env = "KNET_CNI_CONF_FILE")]
+    pub cni_conf_file: Option<PathBuf>,
     /// VXLAN network identifier [default: 1].
     #[arg(long, env = "KNET_VNI")]
     pub vni: Option<u32>,
@@ -72,6 +76,7 @@ impl RawConfig {
             kubeconfig: over.kubeconfig.or(self.kubeconfig),
             mode: over.mode.or(self.mode),
             vni: over.vni.or(self.vni),
+            cni_conf_file: over.cni_conf_file.or(self.cni_conf_file),
         }
     }
 }
@@ -88,6 +93,8 @@ pub struct Config {
     pub source: Source,
     pub mode: Mode,
     pub vni: u32,
+    /// The conflist the agent writes once it serves pods.
+    pub cni_conf_file: Option<PathBuf>,
 }
 
 /// The node source with what it needs.
@@ -154,7 +161,12 @@ impl TryFrom<RawConfig> for Config {
         if vni == 0 || vni >= 1 << 24 {
             bail!("vni {vni} is not a VXLAN network identifier (1 to 16777215)");
         }
-        Ok(Config { node_name, pod_cidr, api_socket, bpf_pin_dir, source, mode, vni })
+        if let Some(f) = &raw.cni_conf_file {
+            if !f.is_absolute() || f.file_name().is_none() {
+                bail!("cni_conf_file {} must be an absolute path to a file", f.display());
+            }
+        }
+        Ok(Config { node_name, pod_cidr, api_socket, bpf_pin_dir, source, mode, vni, cni_conf_file: raw.cni_conf_file })
     }
 }
 

@@ -14,6 +14,10 @@ use tokio::sync::{watch, Mutex};
 use crate::{
     agent::Agent,
     api,
+    cni::{
+        conflist::{self, ConflistOptions},
+        spec::DEFAULT_MTU,
+    },
     config::{Config, Source},
     dataplane::Dataplane,
     host::Netlink,
@@ -58,7 +62,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             bail!(e);
         }
     }
-    tokio::spawn(finish_start(agent.clone(), cluster.clone(), kube, config.node_name.clone()));
+    tokio::spawn(finish_start(agent.clone(), cluster.clone(), kube, config.clone()));
 
     api::serve(api::Shared { agent, cluster }, &config.api_socket, shutdown).await?;
     tracing::info!("stopped; maps and links stay pinned for the next agent");
@@ -81,10 +85,11 @@ async fn finish_start(
     agent: Arc<Mutex<Agent>>,
     mut cluster: watch::Receiver<ClusterView>,
     kube: Option<kube::Client>,
-    node_name: String,
+    config: Config,
 ) {
+    let node_name = config.node_name.clone();
     let Ok(view) = cluster.wait_for(|v| v.source.generation > 0).await.map(|v| v.clone()) else { return };
-    {
+    let pod_cidr = {
         let mut agent = agent.lock().await;
         if agent.pod_cidr().is_none() {
             let Some(cidr) = local_pod_cidr(&view) else { return };
@@ -96,6 +101,20 @@ async fn finish_start(
         }
         if let Err(e) = agent.prune_links() {
             tracing::warn!(error = format!("{e:#}"), "cannot prune stale links");
+        }
+        agent.pod_cidr()
+    };
+    if let (Some(path), Some(cidr)) = (&config.cni_conf_file, pod_cidr) {
+        // Written once the node serves pods: a kubelet keeps the node
+        // NotReady until a network configuration exists.
+        let options = ConflistOptions {
+            pod_cidr: cidr,
+            mtu: view.underlay_mtu.unwrap_or(DEFAULT_MTU),
+            agent_socket: &config.api_socket,
+        };
+        match conflist::write(path, &conflist::conflist(&options)) {
+            Ok(()) => tracing::info!(file = %path.display(), "CNI configuration written"),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "cannot write the CNI configuration"),
         }
     }
     let Some(client) = kube else { return };

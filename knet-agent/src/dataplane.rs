@@ -297,6 +297,18 @@ impl NodeMaps {
             .with_context(|| format!("cannot remove NODES[{node_ip}]"))
     }
 
+    /// The entry for exactly `subnet`, if there is one.
+    pub fn subnet(&self, subnet: Ipv4Net) -> Result<Option<SubnetEntry>> {
+        match self.subnets.get(&lpm_key(subnet), 0) {
+            Ok(v) => Ok(Some(SubnetEntry {
+                node_ip: Ipv4Addr::from(v.node_ip.to_ne_bytes()),
+                local: v.flags & SUBNET_LOCAL != 0,
+            })),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read NODE_SUBNETS[{subnet}]")),
+        }
+    }
+
     /// Every entry of `NODE_SUBNETS`.
     pub fn subnets(&self) -> Result<Vec<(Ipv4Net, SubnetEntry)>> {
         let mut out = Vec::new();
@@ -326,7 +338,7 @@ fn absent_is_fine(result: Result<(), MapError>) -> Result<(), MapError> {
 }
 
 /// Mounts bpffs at `root` unless it already is one.
-fn ensure_bpffs(root: &Path) -> Result<()> {
+pub fn ensure_bpffs(root: &Path) -> Result<()> {
     let is_bpffs = statfs(root).map(|st| st.filesystem_type() == BPF_FS_MAGIC).unwrap_or(false);
     if is_bpffs {
         return Ok(());

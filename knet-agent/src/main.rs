@@ -44,6 +44,22 @@ enum Command {
         #[arg(value_enum)]
         what: Probe,
     },
+    /// Mount bpffs at PATH unless it is one already (the DaemonSet's
+    /// init container; the agent does the same when it starts).
+    MountBpffs {
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        path: PathBuf,
+    },
+    /// Install the `knet` CNI plugin binary into a CNI bin directory,
+    /// atomically (the DaemonSet's init container).
+    InstallCni {
+        /// The plugin binary to install.
+        #[arg(long, default_value = "/usr/local/bin/knet")]
+        from: PathBuf,
+        /// The CNI bin directory, e.g. /host/opt/cni/bin.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Print the data path's packet counters.
     Stats {
         #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
@@ -92,8 +108,13 @@ enum EndpointAction {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Command::CniConfig { pod_cidr, output, mtu, api_socket } = &cli.command {
-        return cni_config(pod_cidr, output.as_deref(), *mtu, api_socket);
+    match &cli.command {
+        Command::CniConfig { pod_cidr, output, mtu, api_socket } => {
+            return cni_config(pod_cidr, output.as_deref(), *mtu, api_socket)
+        }
+        Command::MountBpffs { path } => return knet_agent::dataplane::ensure_bpffs(path),
+        Command::InstallCni { from, to } => return install_cni(from, to),
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -123,7 +144,9 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Endpoint { api_socket, action } => endpoint(&api_socket, action).await,
-            Command::CniConfig { .. } => unreachable!("handled above"),
+            Command::CniConfig { .. } | Command::MountBpffs { .. } | Command::InstallCni { .. } => {
+                unreachable!("handled above")
+            }
             Command::Stats { api_socket } => {
                 let stats: Vec<StatEntry> = Client::new(&api_socket).get("/v1/stats").await?;
                 for s in stats {
@@ -162,6 +185,21 @@ fn cni_config(pod_cidr: &str, output: Option<&std::path::Path>, mtu: u32, api_so
             Ok(())
         }
     }
+}
+
+/// Copies the plugin next to its final name, then renames it over: a
+/// runtime never runs half a binary.
+fn install_cni(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = from.file_name().context("--from names no file")?;
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let target = to.join(name);
+    let tmp = to.join(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::copy(from, &tmp).with_context(|| format!("cannot copy {} to {}", from.display(), tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, &target).with_context(|| format!("cannot move {} into place", target.display()))?;
+    println!("installed {}", target.display());
+    Ok(())
 }
 
 async fn shutdown_signal() {

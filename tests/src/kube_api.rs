@@ -195,6 +195,17 @@ impl KubeApi {
         self.expire();
     }
 
+    /// Deletes many nodes at once, the history compacted with them.
+    pub fn bulk_delete(&self, keep: impl Fn(&str) -> bool) {
+        self.change(|st| {
+            st.nodes.retain(|name, _| keep(name));
+            st.revision += 1;
+            st.compacted = st.revision;
+            st.events.clear();
+            st.epoch += 1;
+        });
+    }
+
     pub fn delete_node(&self, name: &str) {
         self.change(|st| {
             if let Some(mut node) = st.nodes.remove(name) {
@@ -244,6 +255,22 @@ impl Drop for KubeApi {
             let _ = t.join();
         }
     }
+}
+
+/// Where `bulk_nodes` put their underlay addresses: a node reaches them
+/// through a router (the outside host).
+pub const BULK_UNDERLAY: &str = "172.16.0.0/12";
+
+/// `n` nodes named `bulk-I`, underlay addresses from 172.16.0.1 on, /24
+/// pod subnets out of 10.0.0.0/10 (clear of the test clusters' 10.244/16).
+pub fn bulk_nodes(n: u32) -> Vec<(String, Ipv4Addr, Option<String>)> {
+    (0..n)
+        .map(|i| {
+            let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 1)) + i);
+            let net = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + (i << 8));
+            (format!("bulk-{i}"), ip, Some(format!("{net}/24")))
+        })
+        .collect()
 }
 
 /// A node as `kubectl get node -o json` shows a kubelet's node.

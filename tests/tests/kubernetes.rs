@@ -12,7 +12,7 @@ use std::{
 
 use knet_tests::{
     cluster::{self, Cluster},
-    kube_api::KubeApi,
+    kube_api::{self, KubeApi},
     traffic, wait, Agent, AgentOptions, Netns, Node,
 };
 use serde_json::Value;
@@ -163,8 +163,13 @@ fn a_410_gone_relists_without_withdrawing_a_route_that_still_exists() {
 fn this_node_missing_or_without_a_pod_cidr_is_a_clear_error_and_not_ready() {
     let c = Cluster::kubernetes(1, 0, "vxlan").unwrap();
     let late = Node::on_fabric("node-late", cluster::node_address(5), &c.fabric, "n5").unwrap();
-    let extra =
-        format!("node_source = \"kubernetes\"\nkubeconfig = {:?}\n", api(&c).kubeconfig().display().to_string());
+    let dir = knet_tests::cni::TempDir::new("net.d").unwrap();
+    let conflist = dir.0.join("10-knet.conflist");
+    let extra = format!(
+        "node_source = \"kubernetes\"\nkubeconfig = {:?}\ncni_conf_file = {:?}\n",
+        api(&c).kubeconfig().display().to_string(),
+        conflist.display().to_string()
+    );
     let agent =
         Agent::start_with(&late.ns, &AgentOptions { node_name: "node-5".into(), pod_cidr: String::new() }, &extra)
             .unwrap();
@@ -181,11 +186,22 @@ fn this_node_missing_or_without_a_pod_cidr_is_a_clear_error_and_not_ready() {
 
     api(&c).set_node("node-5", cluster::node_address(5), None);
     not_ready("this node (node-5) cannot be programmed: it has no IPv4 pod CIDR (spec.podCIDRs) yet");
+    // No network configuration for the runtime while the node serves no pods.
+    assert!(!conflist.exists(), "the conflist was written before the node was ready");
     assert!(api(&c).patches().iter().all(|p| p.node != "node-5"), "NetworkUnavailable cleared on an unprogrammed node");
 
     api(&c).set_node("node-5", cluster::node_address(5), Some("10.244.5.0/24"));
     agent.wait_ready(WAIT).unwrap();
     assert_eq!(agent.request("GET", "/v1/node", None).unwrap().1["pod_cidr"], "10.244.5.0/24");
+    // Then the agent writes its conflist: host-local over the Node's pod
+    // CIDR, at the underlay's MTU, pointing at the agent's socket.
+    let written: Value =
+        wait::until("the conflist", WAIT, || serde_json::from_str(&std::fs::read_to_string(&conflist).ok()?).ok())
+            .unwrap();
+    let knet = &written["plugins"][0];
+    assert_eq!(knet["ipam"]["ranges"], serde_json::json!([[{"subnet": "10.244.5.0/24"}]]), "{written}");
+    assert_eq!(knet["mtu"], 1500);
+    assert_eq!(knet["agentSocket"], agent.socket().display().to_string());
 }
 
 #[test]
@@ -251,26 +267,15 @@ fn an_agent_without_the_right_token_is_refused_and_not_ready() {
     assert!(api(&c).patches().iter().all(|p| p.node != "node-6"));
 }
 
-/// `n` nodes behind a router, with /24 pod subnets out of 10.0.0.0/10.
-fn many(n: u32) -> Vec<(String, Ipv4Addr, Option<String>)> {
-    (0..n)
-        .map(|i| {
-            let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 1)) + i);
-            let net = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + (i << 8));
-            (format!("bulk-{i}"), ip, Some(format!("{net}/24")))
-        })
-        .collect()
-}
-
 #[test]
 fn ten_thousand_nodes_are_applied_while_a_cni_add_on_the_node_completes() {
     let c = Cluster::kubernetes(1, 0, "vxlan").unwrap();
     // The bulk nodes sit behind the outside host, which routes for them.
-    c.nodes[0].ns.ip(&["route", "add", "172.16.0.0/12", "via", &cluster::OUTSIDE.to_string()]).unwrap();
+    c.nodes[0].ns.ip(&["route", "add", kube_api::BULK_UNDERLAY, "via", &cluster::OUTSIDE.to_string()]).unwrap();
     let net = knet_tests::cni::KnetNetwork::new(&c.nodes[0].ns, &cluster::pod_cidr(0), c.agents[0].socket()).unwrap();
     let generation = c.agents[0].nodes().unwrap()["source"]["generation"].as_u64().unwrap();
 
-    api(&c).bulk_load(&many(10_000));
+    api(&c).bulk_load(&kube_api::bulk_nodes(10_000));
     wait::until("the 10,000 nodes to be applying", WAIT, || {
         let v = c.agents[0].nodes().ok()?;
         (v["source"]["applying"] == true).then_some(())

@@ -6,6 +6,7 @@
 //! repetitions interleave the planes so that the machine's noise falls on
 //! all of them alike.
 
+mod control_plane;
 mod kube_rules;
 mod report;
 mod topologies;
@@ -35,7 +36,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     node_rules: u32,
     /// Cases to run.
-    #[arg(long, value_delimiter = ',', default_value = "same-node,cross-node")]
+    #[arg(long, value_delimiter = ',', default_value = "same-node,cross-node,control-plane")]
     cases: Vec<Case>,
 }
 
@@ -43,6 +44,9 @@ pub struct BenchArgs {
 pub enum Case {
     SameNode,
     CrossNode,
+    /// Node programming, watch-event latency, memory and CNI ADD timing
+    /// against the Kubernetes source.
+    ControlPlane,
 }
 
 impl Case {
@@ -50,6 +54,7 @@ impl Case {
         match self {
             Case::SameNode => "same-node",
             Case::CrossNode => "cross-node",
+            Case::ControlPlane => "control-plane",
         }
     }
 }
@@ -104,11 +109,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     let mut samples = Vec::new();
     let mut latencies = Vec::new();
+    let mut control = Vec::new();
     for case in &args.cases {
+        if let Case::ControlPlane = case {
+            step("control plane: an agent watching the Kubernetes test API server");
+            control = control_plane::run(args.reps, |line| eprintln!("  control-plane {line}"))?;
+            continue;
+        }
         step(format!("building the {} data planes", case.name()));
         let planes = match case {
             Case::SameNode => topologies::same_node()?,
             Case::CrossNode => topologies::cross_node()?,
+            Case::ControlPlane => unreachable!("measured above"),
         };
         let case_name = match args.node_rules {
             0 => case.name().to_string(),
@@ -170,13 +182,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if !latencies.is_empty() {
         println!("{}", report::latency_table(&latencies));
     }
+    if !control.is_empty() {
+        println!("{}", control_plane::table(&control));
+    }
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let json = dir.join(format!("bench-{stamp}.json"));
     std::fs::write(
         &json,
-        serde_json::to_string_pretty(&report::json(&samples, &latencies, &args.streams, args.seconds))?,
+        serde_json::to_string_pretty(&{
+            let mut json = report::json(&samples, &latencies, &args.streams, args.seconds);
+            json["control_plane"] = serde_json::to_value(&control)?;
+            json
+        })?,
     )?;
     let svg = dir.join(format!("bench-{stamp}.svg"));
     std::fs::write(&svg, report::svg(&samples, TARGETS))?;

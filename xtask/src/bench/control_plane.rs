@@ -1,0 +1,194 @@
+//! The control plane's costs, measured against a real agent watching the
+//! Kubernetes test API server (`knet_tests::kube_api`, the real wire
+//! format): how long 10,000 nodes take to be programmed, how long one
+//! watch event takes to reach `NODE_SUBNETS`, the agent's resident memory
+//! at 10,000 nodes, and how long a CNI ADD takes on an idle node and on a
+//! node busy applying 10,000 nodes.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use ipnet::Ipv4Net;
+use knet_agent::dataplane::NodeMaps;
+use knet_tests::{
+    cluster::{self, Cluster},
+    cni::KnetNetwork,
+    kube_api::{self, KubeApi},
+    netns::unique_name,
+    wait, Netns,
+};
+
+use super::report::Summary;
+
+pub const NODES: u32 = 10_000;
+/// Single-node watch events timed per repetition.
+const EVENTS: u32 = 100;
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// One control-plane measurement.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ControlSample {
+    pub metric: &'static str,
+    pub unit: &'static str,
+    pub rep: u32,
+    pub value: f64,
+}
+
+pub const PROGRAM: &str = "program 10,000 nodes from the API";
+pub const EVENT_P50: &str = "watch event to map entry, p50";
+pub const EVENT_P99: &str = "watch event to map entry, p99";
+pub const RSS: &str = "agent resident memory at 10,000 nodes";
+pub const ADD_IDLE: &str = "CNI ADD, idle node";
+pub const ADD_BUSY: &str = "CNI ADD during a 10,000-node apply";
+
+/// A bound on a metric's median.
+pub struct Limit {
+    pub metric: &'static str,
+    pub below: f64,
+}
+
+pub const LIMITS: &[Limit] = &[Limit { metric: EVENT_P99, below: 100.0 }, Limit { metric: RSS, below: 40.0 }];
+
+fn generation(c: &Cluster) -> Result<u64> {
+    c.agents[0].nodes()?["source"]["generation"].as_u64().context("no generation")
+}
+
+fn wait_generation(c: &Cluster, after: u64, what: &str) -> Result<()> {
+    let v = wait::until(what, LIMIT, || {
+        let v = c.agents[0].nodes().ok()?;
+        (v["source"]["generation"].as_u64()? > after).then_some(v)
+    })?;
+    if let Some(e) = v["source"]["error"].as_str() {
+        bail!("{what}: {e}");
+    }
+    Ok(())
+}
+
+fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
+/// One CNI ADD of a new pod, timed as the runtime sees it; then its DEL.
+fn add_ms(net: &KnetNetwork, role: &str) -> Result<f64> {
+    let ns = Netns::new(role)?;
+    let id = unique_name(role);
+    let added = net.add(&id, &ns)?;
+    let deleted = net.del(&id, Some(&ns), Some(&added.json))?;
+    if !added.success() {
+        bail!("CNI ADD failed: {} {}", added.stdout, added.stderr);
+    }
+    if !deleted.success() {
+        bail!("CNI DEL failed: {} {}", deleted.stdout, deleted.stderr);
+    }
+    Ok(added.elapsed.as_secs_f64() * 1e3)
+}
+
+/// p-th percentile (0..=100) of `v`, nearest rank.
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
+    s[rank.min(s.len()) - 1]
+}
+
+pub fn run(reps: u32, progress: impl Fn(&str)) -> Result<Vec<ControlSample>> {
+    let c = Cluster::kubernetes(1, 0, "vxlan")?;
+    let api: &KubeApi = c.kube.as_ref().context("no API server")?;
+    c.nodes[0].ns.ip(&["route", "add", kube_api::BULK_UNDERLAY, "via", &cluster::OUTSIDE.to_string()])?;
+    let net = KnetNetwork::new(&c.nodes[0].ns, &cluster::pod_cidr(0), c.agents[0].socket())?;
+    let maps = NodeMaps::open_pinned(c.agents[0].pin_dir())?;
+    let pid = c.agents[0].pid().context("the agent is not running")?;
+    let mut out = Vec::new();
+    let mut push = |metric, unit, rep, value: f64| {
+        progress(&format!("{metric} rep {rep}: {value:.2} {unit}"));
+        out.push(ControlSample { metric, unit, rep, value });
+    };
+    for rep in 1..=reps {
+        push(ADD_IDLE, "ms", rep, add_ms(&net, &format!("idle{rep}"))?);
+
+        let g = generation(&c)?;
+        let started = Instant::now();
+        api.bulk_load(&kube_api::bulk_nodes(NODES));
+        wait::until("the 10,000-node apply to start", LIMIT, || {
+            c.agents[0].nodes().ok()?["source"]["applying"].as_bool()?.then_some(())
+        })?;
+        push(ADD_BUSY, "ms", rep, add_ms(&net, &format!("busy{rep}"))?);
+        wait_generation(&c, g, "the 10,000 nodes to be programmed")?;
+        push(PROGRAM, "s", rep, started.elapsed().as_secs_f64());
+        push(RSS, "MiB", rep, rss_mib(pid)?);
+
+        let mut latencies = Vec::new();
+        for k in 0..EVENTS {
+            let ip = Ipv4Addr::new(172, 31, rep as u8, 1 + k as u8);
+            let subnet = Ipv4Net::new(Ipv4Addr::new(10, 64 + rep as u8, k as u8, 0), 24)?;
+            let t0 = Instant::now();
+            api.set_node(&format!("event-{rep}-{k}"), ip, Some(&subnet.to_string()));
+            wait::until("a watched node to reach the map", Duration::from_secs(30), || {
+                maps.subnet(subnet).ok().flatten().map(drop)
+            })?;
+            latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        push(EVENT_P50, "ms", rep, percentile(&latencies, 50.0));
+        push(EVENT_P99, "ms", rep, percentile(&latencies, 99.0));
+
+        // Back to the cluster's own node for the next repetition.
+        let g = generation(&c)?;
+        api.bulk_delete(|name| name == cluster::node_name(0));
+        wait_generation(&c, g, "the nodes to be removed")?;
+    }
+    Ok(out)
+}
+
+/// The terminal table: median, min and max per metric, and its bound.
+pub fn table(samples: &[ControlSample]) -> String {
+    let mut text = String::from("\n| control plane | median | min | max | target |\n|---|---|---|---|---|\n");
+    let mut metrics: Vec<(&str, &str)> = Vec::new();
+    for s in samples {
+        if !metrics.iter().any(|(m, _)| *m == s.metric) {
+            metrics.push((s.metric, s.unit));
+        }
+    }
+    for (metric, unit) in metrics {
+        let v: Vec<f64> = samples.iter().filter(|s| s.metric == metric).map(|s| s.value).collect();
+        let Some(Summary { median, min, max }) = super::report::summarize(&v) else { continue };
+        let target = match LIMITS.iter().find(|l| l.metric == metric) {
+            Some(l) => format!("< {} {unit} {}", l.below, if median < l.below { "met" } else { "MISSED" }),
+            None => String::new(),
+        };
+        text += &format!("| {metric} ({unit}) | {median:.2} | {min:.2} | {max:.2} | {target} |\n");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&[3.0], 99.0), 3.0);
+    }
+
+    #[test]
+    fn the_table_marks_a_missed_bound() {
+        let s = |metric, value| ControlSample { metric, unit: "ms", rep: 1, value };
+        let t = table(&[s(EVENT_P99, 150.0), s(ADD_IDLE, 80.0)]);
+        assert!(
+            t.contains("| watch event to map entry, p99 (ms) | 150.00 | 150.00 | 150.00 | < 100 ms MISSED |"),
+            "{t}"
+        );
+        assert!(t.contains("| CNI ADD, idle node (ms) | 80.00"), "{t}");
+    }
+}
