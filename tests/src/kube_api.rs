@@ -166,43 +166,51 @@ impl KubeApi {
 
     /// Many nodes in one go (one event each).
     pub fn set_nodes(&self, nodes: &[(String, Ipv4Addr, Option<String>)]) {
-        self.change(|st| {
-            for (name, ip, cidr) in nodes {
-                st.revision += 1;
-                let rv = st.revision;
-                let mut node = node_object(name, *ip, cidr.as_deref());
-                let kind = match st.nodes.get(name) {
-                    Some(old) => {
-                        // Keep what others wrote (conditions patched by an agent).
-                        node["metadata"]["uid"] = old["metadata"]["uid"].clone();
-                        node["status"]["conditions"] = old["status"]["conditions"].clone();
-                        "MODIFIED"
-                    }
-                    None => "ADDED",
-                };
-                node["metadata"]["resourceVersion"] = json!(rv.to_string());
-                st.nodes.insert(name.clone(), node.clone());
-                st.events.push((rv, kind, node));
-            }
-        });
+        self.change(|st| Self::put_nodes(st, nodes));
+    }
+
+    fn put_nodes(st: &mut State, nodes: &[(String, Ipv4Addr, Option<String>)]) {
+        for (name, ip, cidr) in nodes {
+            st.revision += 1;
+            let rv = st.revision;
+            let mut node = node_object(name, *ip, cidr.as_deref());
+            let kind = match st.nodes.get(name) {
+                Some(old) => {
+                    // Keep what others wrote (conditions patched by an agent).
+                    node["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                    node["status"]["conditions"] = old["status"]["conditions"].clone();
+                    "MODIFIED"
+                }
+                None => "ADDED",
+            };
+            node["metadata"]["resourceVersion"] = json!(rv.to_string());
+            st.nodes.insert(name.clone(), node.clone());
+            st.events.push((rv, kind, node));
+        }
+    }
+
+    fn compact(st: &mut State) {
+        st.revision += 1;
+        st.compacted = st.revision;
+        st.events.clear();
+        st.epoch += 1;
     }
 
     /// Many nodes at once, as a restore would bring them: the history is
     /// compacted with them, so watchers get 410 Gone and take them all in
     /// one list.
     pub fn bulk_load(&self, nodes: &[(String, Ipv4Addr, Option<String>)]) {
-        self.set_nodes(nodes);
-        self.expire();
+        self.change(|st| {
+            Self::put_nodes(st, nodes);
+            Self::compact(st);
+        });
     }
 
     /// Deletes many nodes at once, the history compacted with them.
     pub fn bulk_delete(&self, keep: impl Fn(&str) -> bool) {
         self.change(|st| {
             st.nodes.retain(|name, _| keep(name));
-            st.revision += 1;
-            st.compacted = st.revision;
-            st.events.clear();
-            st.epoch += 1;
+            Self::compact(st);
         });
     }
 
@@ -221,12 +229,7 @@ impl KubeApi {
     /// 410 Gone, and so does any watch from an older revision; clients must
     /// list again.
     pub fn expire(&self) {
-        self.change(|st| {
-            st.revision += 1;
-            st.compacted = st.revision;
-            st.events.clear();
-            st.epoch += 1;
-        });
+        self.change(Self::compact);
     }
 
     pub fn node(&self, name: &str) -> Option<Value> {
