@@ -10,6 +10,7 @@ pub mod capture;
 pub mod cluster;
 pub mod cmd;
 pub mod cni;
+pub mod containerd;
 pub mod netns;
 pub mod topology;
 pub mod traffic;
