@@ -93,7 +93,13 @@ impl Cri {
                 attempt: 0,
             }),
             hostname: meta.name.clone(),
-            labels: [("io.kubernetes.pod.name".to_string(), meta.name.clone())].into(),
+            labels: [
+                ("io.kubernetes.pod.name", &meta.name),
+                ("io.kubernetes.pod.namespace", &meta.namespace),
+                ("io.kubernetes.pod.uid", &meta.uid),
+            ]
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .into(),
             linux: Some(LinuxPodSandboxConfig { cgroup_parent: cgroup_parent.into(), ..Default::default() }),
             ..Default::default()
         };

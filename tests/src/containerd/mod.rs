@@ -50,8 +50,12 @@ const SOCKET: &str = "containerd.sock";
 const LOG: &str = "containerd.log";
 
 /// Run as pid 1 of containerd's namespaces, with the config as `$1`.
-const PRIVATE_MOUNTS_THEN_CONTAINERD: &str =
-    "mount -n -t tmpfs -o mode=0755 knet-run /run && mount -n -t tmpfs -o mode=0755 knet-var-lib /var/lib && exec containerd --config \"$1\"";
+/// `mount -n` leaves the host's `/run/mount/utab` alone.
+const PRIVATE_MOUNTS_THEN_CONTAINERD: &str = concat!(
+    "mount -n -t tmpfs -o mode=0755 knet-run /run",
+    " && mount -n -t tmpfs -o mode=0755 knet-var-lib /var/lib",
+    " && exec containerd --config \"$1\"",
+);
 
 pub struct Containerd {
     cri: Option<Cri>,

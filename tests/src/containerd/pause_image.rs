@@ -17,10 +17,12 @@ use crate::{cmd, cni::TempDir};
 pub const PAUSE_IMAGE: &str = "localhost/knet-pause:test";
 
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pause/pause.c");
+/// This file: a change to how the image is made makes a new archive too.
+const BUILDER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/containerd/pause_image.rs");
 
 /// The OCI archive of the pause image: built once per test process, and
-/// kept under `target/` keyed by the source's digest, so a later process
-/// reuses it.
+/// kept under `target/` keyed by the digests of the pause source and of
+/// this builder, so a later process reuses it.
 pub fn archive() -> Result<&'static Path> {
     static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
     if let Some(p) = ARCHIVE.get() {
@@ -33,8 +35,8 @@ pub fn archive() -> Result<&'static Path> {
 fn build() -> Result<PathBuf> {
     let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/knet-pause-image");
     std::fs::create_dir_all(&cache)?;
-    let key = sha256(Path::new(SOURCE))?;
-    let archive = cache.join(format!("pause-{}-{}.tar", oci_arch(), &key[..16]));
+    let (source, builder) = (sha256(Path::new(SOURCE))?, sha256(Path::new(BUILDER))?);
+    let archive = cache.join(format!("pause-{}-{}-{}.tar", oci_arch(), &source[..12], &builder[..12]));
     if archive.exists() {
         return Ok(archive);
     }
