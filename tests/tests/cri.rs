@@ -104,7 +104,7 @@ fn cri_pods_get_addresses_reach_each_other_and_both_nodes_and_leave_nothing_afte
     }
 
     // Every pod reaches every other pod, on its node and across, and
-    // both nodes: ping and a TCP transfer.
+    // both nodes: ping and a 1 MiB TCP transfer.
     for (i, a) in &pods {
         for (j, b) in &pods {
             if a.id == b.id {
@@ -121,6 +121,16 @@ fn cri_pods_get_addresses_reach_each_other_and_both_nodes_and_leave_nothing_afte
                 .unwrap_or_else(|e| panic!("pod {} (node {i}) -> node {n}: {e:#}", a.ip));
             path_traffic::tcp_transfer(&a.netns, &node_path, node.address, 1 << 20)
                 .unwrap_or_else(|e| panic!("TCP pod {} (node {i}) -> node {n}: {e:#}", a.ip));
+        }
+    }
+
+    // And both nodes reach every pod.
+    for (n, node) in c.nodes.iter().enumerate() {
+        let node_path = std::path::PathBuf::from(cni::netns_path(&node.ns));
+        for (_, p) in &pods {
+            path_traffic::ping(&node_path, p.ip, 2).unwrap_or_else(|e| panic!("node {n} -> pod {}: {e:#}", p.ip));
+            path_traffic::tcp_transfer(&node_path, &p.netns, p.ip, 1 << 20)
+                .unwrap_or_else(|e| panic!("TCP node {n} -> pod {}: {e:#}", p.ip));
         }
     }
 
