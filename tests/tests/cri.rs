@@ -153,13 +153,11 @@ fn cri_pods_get_addresses_reach_each_other_and_both_nodes_and_leave_nothing_afte
 }
 
 /// Stops and removes every sandbox the runtime holds, as kubelet's
-/// garbage collection does; the ids it found.
-fn collect_sandboxes(rt: &Containerd) -> Vec<String> {
-    let ids = rt.cri().list_pod_sandboxes().unwrap();
-    for id in &ids {
-        rt.delete_pod(id).unwrap_or_else(|e| panic!("cleaning up sandbox {id}: {e:#}"));
+/// garbage collection does.
+fn collect_sandboxes(rt: &Containerd) {
+    for id in rt.cri().list_pod_sandboxes().unwrap() {
+        rt.delete_pod(&id).unwrap_or_else(|e| panic!("cleaning up sandbox {id}: {e:#}"));
     }
-    ids
 }
 
 #[test]
