@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod cni;
 pub mod kube_api;
 pub mod libcni;
+pub mod containerd;
 pub mod netns;
 pub mod topology;
 pub mod traffic;

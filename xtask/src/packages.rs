@@ -27,6 +27,18 @@ const TOOLS: &[(&str, &str)] = &[
     // GOPATH mode against Debian's libcni source.
     ("go", "golang-go"),
     ("/usr/share/gocode/src/github.com/containernetworking/cni/libcni", "golang-github-appc-cni-dev"),
+    // The CRI tests: a real containerd and runc, the reference plugins they
+    // chain (loopback for every pod's lo, bridge for the bench's reference
+    // node), protoc for the k8s-cri client's build, and a static libc for
+    // the pause binary of the offline sandbox image.
+    ("containerd", "containerd"),
+    ("ctr", "containerd"),
+    ("runc", "runc"),
+    ("/usr/lib/cni/loopback", "containernetworking-plugins"),
+    ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+    ("protoc", "protobuf-compiler"),
+    ("gcc", "gcc"),
+    ("/usr/include/stdio.h", "libc6-dev"),
 ];
 
 fn on_path(cmd: &str) -> bool {
