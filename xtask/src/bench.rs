@@ -8,7 +8,6 @@
 
 mod control_plane;
 mod kube_rules;
-#[expect(dead_code, reason = "measure() is for the lead to wire into the bench")]
 mod pod_creation;
 mod report;
 mod topologies;
@@ -116,6 +115,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if let Case::ControlPlane = case {
             step("control plane: an agent watching the Kubernetes test API server");
             control = control_plane::run(args.reps, |line| eprintln!("  control-plane {line}"))?;
+            step("control plane: RunPodSandbox through containerd, knet against the reference bridge plugin");
+            for (plugin, rep, ms) in pod_creation::measure(args.reps)? {
+                let metric = if plugin == "knet" { control_plane::SANDBOX_KNET } else { control_plane::SANDBOX_BRIDGE };
+                eprintln!("  control-plane {metric} rep {rep}: {ms:.1} ms");
+                control.push(control_plane::ControlSample { metric, unit: "ms", rep, value: ms });
+            }
             continue;
         }
         step(format!("building the {} data planes", case.name()));

@@ -43,6 +43,10 @@ pub const EVENT_P99: &str = "watch event to map entry, p99";
 pub const RSS: &str = "agent resident memory at 10,000 nodes";
 pub const ADD_IDLE: &str = "CNI ADD, idle node";
 pub const ADD_BUSY: &str = "CNI ADD during a 10,000-node apply";
+pub const SANDBOX_KNET: &str = "CRI RunPodSandbox, knet";
+pub const SANDBOX_BRIDGE: &str = "CRI RunPodSandbox, bridge plugin";
+/// knet's pod creation against the reference bridge plugin's, at most.
+const SANDBOX_RATIO: f64 = 1.0;
 
 /// A bound on a metric's median.
 pub struct Limit {
@@ -166,6 +170,17 @@ pub fn table(samples: &[ControlSample]) -> String {
         };
         text += &format!("| {metric} ({unit}) | {median:.2} | {min:.2} | {max:.2} | {target} |\n");
     }
+    let median = |metric| {
+        let v: Vec<f64> = samples.iter().filter(|s| s.metric == metric).map(|s| s.value).collect();
+        super::report::summarize(&v).map(|s| s.median)
+    };
+    if let (Some(knet), Some(bridge)) = (median(SANDBOX_KNET), median(SANDBOX_BRIDGE)) {
+        let r = knet / bridge;
+        let verdict = if r <= SANDBOX_RATIO { "met" } else { "MISSED" };
+        text += &format!(
+            "| RunPodSandbox knet / bridge (ratio of medians) | {r:.2} | | | <= {SANDBOX_RATIO} {verdict} |\n"
+        );
+    }
     text
 }
 
@@ -190,5 +205,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("| CNI ADD, idle node (ms) | 80.00"), "{t}");
+        let t = table(&[s(SANDBOX_KNET, 120.0), s(SANDBOX_BRIDGE, 100.0)]);
+        assert!(t.contains("| RunPodSandbox knet / bridge (ratio of medians) | 1.20 | | | <= 1 MISSED |"), "{t}");
     }
 }
