@@ -52,6 +52,10 @@ pub struct RawConfig {
     /// CIDR is known (e.g. /etc/cni/net.d/10-knet.conflist) [default: none].
     #[arg(long, env = "KNET_CNI_CONF_FILE")]
     pub cni_conf_file: Option<PathBuf>,
+    /// An eBPF object to load instead of the built-in one (another build of
+    /// knet-ebpf, to try on a running node) [default: the built-in one].
+    #[arg(long, env = "KNET_EBPF_OBJECT_FILE")]
+    pub ebpf_object: Option<PathBuf>,
     /// VXLAN network identifier [default: 1].
     #[arg(long, env = "KNET_VNI")]
     pub vni: Option<u32>,
@@ -77,6 +81,7 @@ impl RawConfig {
             mode: over.mode.or(self.mode),
             vni: over.vni.or(self.vni),
             cni_conf_file: over.cni_conf_file.or(self.cni_conf_file),
+            ebpf_object: over.ebpf_object.or(self.ebpf_object),
         }
     }
 }
@@ -95,6 +100,7 @@ pub struct Config {
     pub vni: u32,
     /// The conflist the agent writes once it serves pods.
     pub cni_conf_file: Option<PathBuf>,
+    pub ebpf_object: Option<PathBuf>,
 }
 
 /// The node source with what it needs.
@@ -166,7 +172,17 @@ impl TryFrom<RawConfig> for Config {
                 bail!("cni_conf_file {} must be an absolute path to a file", f.display());
             }
         }
-        Ok(Config { node_name, pod_cidr, api_socket, bpf_pin_dir, source, mode, vni, cni_conf_file: raw.cni_conf_file })
+        Ok(Config {
+            node_name,
+            pod_cidr,
+            api_socket,
+            bpf_pin_dir,
+            source,
+            mode,
+            vni,
+            cni_conf_file: raw.cni_conf_file,
+            ebpf_object: raw.ebpf_object,
+        })
     }
 }
 

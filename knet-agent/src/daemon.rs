@@ -28,7 +28,7 @@ use crate::{
 
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
     tracing::info!(node = %config.node_name, source = ?config.source.kind(), pins = %config.bpf_pin_dir.display(), "starting");
-    let (dataplane, node_maps) = Dataplane::load(&config.bpf_pin_dir)?;
+    let (dataplane, node_maps) = Dataplane::load(&config.bpf_pin_dir, config.ebpf_object.as_deref())?;
     let agent = Agent::new(config.node_name.clone(), config.bpf_pin_dir.clone(), dataplane, Netlink::connect()?);
     let agent = Arc::new(Mutex::new(agent));
     if let Some(cidr) = config.pod_cidr {

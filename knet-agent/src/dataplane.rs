@@ -59,17 +59,28 @@ impl Dataplane {
     /// Loads the programs (the verifier runs here) and opens the maps,
     /// adopting maps already pinned in `pin_dir` so their entries survive.
     /// The node maps go apart: their one writer is the reconciler.
-    pub fn load(pin_dir: &Path) -> Result<(Self, NodeMaps)> {
-        if !cfg!(knet_ebpf_embedded) || OBJECT.is_empty() {
-            bail!("this knet-agent was built without its eBPF object; build it with `cargo xtask build`");
-        }
+    /// `object`: a file to load instead of the built-in object (another
+    /// build of `knet-ebpf`, e.g. to try it on a running node).
+    pub fn load(pin_dir: &Path, object: Option<&Path>) -> Result<(Self, NodeMaps)> {
+        let file;
+        let bytes: &[u8] = match object {
+            Some(path) => {
+                file =
+                    std::fs::read(path).with_context(|| format!("cannot read the eBPF object {}", path.display()))?;
+                &file
+            }
+            None if !cfg!(knet_ebpf_embedded) || OBJECT.is_empty() => {
+                bail!("this knet-agent was built without its eBPF object; build it with `cargo xtask build`")
+            }
+            None => OBJECT,
+        };
         let bpffs_root = Path::new("/sys/fs/bpf");
         ensure_bpffs(bpffs_root)?;
         let links_dir = pin_dir.join("links");
         std::fs::create_dir_all(&links_dir).with_context(|| format!("cannot create {}", links_dir.display()))?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
-            .load(OBJECT)
+            .load(bytes)
             .context("loading the eBPF object failed")?;
         for name in [program_names::FROM_POD, program_names::FROM_NETDEV, program_names::TO_NETDEV] {
             let prog: &mut SchedClassifier =
@@ -171,11 +182,12 @@ impl Dataplane {
         self.detach(program_names::TO_NETDEV, ifindex)
     }
 
-    /// Names of the programs the kernel has on the tcx ingress of `ifname`.
-    pub fn tcx_ingress_programs(ifname: &str) -> Result<Vec<String>> {
+    /// The programs the kernel has on the tcx ingress of `ifname`: (name,
+    /// id, tag).
+    pub fn tcx_ingress_programs(ifname: &str) -> Result<Vec<(String, u32, u64)>> {
         let (_, programs) = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)
             .with_context(|| format!("cannot query tcx ingress of {ifname}"))?;
-        programs.iter().map(|p| Ok(p.name_as_str().unwrap_or("").to_string())).collect()
+        Ok(programs.iter().map(|p| (p.name_as_str().unwrap_or("").to_string(), p.id(), p.tag())).collect())
     }
 
     fn endpoints_map(&mut self) -> Result<BpfHashMap<&mut MapData, u32, MapEndpoint>> {

@@ -339,11 +339,11 @@ pub async fn resolve(
     };
     let mtu = (local.mode == Mode::Vxlan).then(|| route_mtu(local.mode, link.mtu));
     let mut entries = Entries::default();
-    let mut cluster = BTreeSet::new();
+    let (mut node_ips, mut subnets) = (BTreeSet::new(), BTreeSet::new());
     let mut next_hops = NextHops::default();
     for node in desired.iter() {
-        cluster.insert(node.pod_cidr);
-        cluster.insert(Ipv4Net::from(node.underlay_ip));
+        subnets.insert(node.pod_cidr);
+        node_ips.insert(node.underlay_ip);
         let is_me = node.name == me.name;
         entries.subnets.insert(node.pod_cidr, SubnetEntry { node_ip: node.underlay_ip, local: is_me });
         if is_me {
@@ -381,7 +381,7 @@ pub async fn resolve(
     let target = Target {
         config,
         entries,
-        masquerade: Some(Masquerade { local: me.pod_cidr, cluster }),
+        masquerade: Some(Masquerade { local: me.pod_cidr, nodes: node_ips, subnets }),
         underlay: Some(Underlay { link, egress: local.mode == Mode::Vxlan }),
     };
     Ok(Resolved { target, local: Some(me.clone()), next_hops })
@@ -463,7 +463,8 @@ mod tests {
         );
         assert_eq!(t.entries.routes[&cidr("10.244.2.0/24")].via, ip("192.168.77.1"));
         assert_eq!(t.entries.tunnel_sources, [ip("172.31.0.5"), ip("192.168.77.11")].into());
-        assert_eq!(t.masquerade.as_ref().unwrap().cluster.len(), 6);
+        let m = t.masquerade.as_ref().unwrap();
+        assert_eq!((m.nodes.len(), m.subnets.len()), (3, 3));
     }
 
     #[test]

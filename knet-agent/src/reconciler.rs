@@ -39,8 +39,9 @@ pub struct ClusterView {
     pub underlay_mtu: Option<u32>,
     /// MTU for pod routes that leave the node (tunnel overhead taken off).
     pub route_mtu: Option<u32>,
-    /// The nodes programmed, by name.
-    pub nodes: Vec<NodeSpec>,
+    /// The nodes programmed, by name (shared: the view is cloned on every
+    /// publication, and a cluster has thousands).
+    pub nodes: Arc<Vec<NodeSpec>>,
     /// This node, as programmed.
     pub local: Option<NodeSpec>,
     pub source: SourceStatus,
@@ -64,7 +65,31 @@ pub struct SourceStatus {
     pub last_apply_ms: Option<f64>,
 }
 
+/// The view without the node list: cheap to ask for at any rate.
+/// Served as `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub mode: Mode,
+    pub underlay: Option<String>,
+    pub route_mtu: Option<u32>,
+    /// How many nodes are programmed.
+    pub nodes: usize,
+    pub local: Option<NodeSpec>,
+    pub source: SourceStatus,
+}
+
 impl ClusterView {
+    pub fn status(&self) -> StatusView {
+        StatusView {
+            mode: self.mode,
+            underlay: self.underlay.clone(),
+            route_mtu: self.route_mtu,
+            nodes: self.nodes.len(),
+            local: self.local.clone(),
+            source: self.source.clone(),
+        }
+    }
+
     /// Ready: the first full reconcile done, the source in step, no error.
     pub fn ready(&self) -> Result<(), String> {
         let s = &self.source;
@@ -164,7 +189,7 @@ impl Reconciler {
             underlay: None,
             underlay_mtu: None,
             route_mtu: None,
-            nodes: vec![],
+            nodes: Arc::default(),
             local: None,
             source: SourceStatus {
                 kind,
@@ -283,7 +308,7 @@ impl Reconciler {
         self.view.underlay = underlay.map(|l| l.name.clone());
         self.view.underlay_mtu = underlay.map(|l| l.mtu);
         self.view.route_mtu = underlay.map(|l| reconcile::route_mtu(self.local.mode, l.mtu));
-        self.view.nodes = nodes.iter().cloned().collect();
+        self.view.nodes = Arc::new(nodes.iter().cloned().collect());
         self.view.local = resolved.local;
         self.view.source.generation += 1;
         self.view.source.last_apply_ms = Some(started.elapsed().as_secs_f64() * 1e3);

@@ -26,10 +26,22 @@ pub struct AgentOptions {
     pub pod_cidr: String,
 }
 
+/// What the kubelet gives a pod to reach the API server.
+#[derive(Debug, Clone)]
+pub struct InCluster {
+    /// A directory laid out as /var/run/secrets/kubernetes.io/serviceaccount.
+    pub service_account: PathBuf,
+    pub host: std::net::Ipv4Addr,
+    pub port: u16,
+}
+
 /// A running agent; stopped with SIGTERM (SIGKILL if it does not stop) and
 /// its files removed on drop.
 pub struct Agent {
     child: Option<Child>,
+    /// Run as a pod is: the API server's address in the environment and
+    /// the service account's files at their in-cluster path.
+    in_cluster: Option<InCluster>,
     netns: String,
     dir: PathBuf,
     config: PathBuf,
@@ -47,6 +59,22 @@ impl Agent {
     /// Like `start`, with extra lines for the agent's TOML config
     /// (`nodes_file`, `mode`, ...).
     pub fn start_with(node: &Netns, opts: &AgentOptions, extra_config: &str) -> Result<Self> {
+        Self::start_full(node, opts, extra_config, None)
+    }
+
+    /// Like `start_with`, run as a pod: `KUBERNETES_SERVICE_HOST` and
+    /// `_PORT` set, the service account's files mounted at their in-cluster
+    /// path (in a mount namespace of the agent's own, on a fresh /run).
+    pub fn start_in_cluster(node: &Netns, opts: &AgentOptions, extra_config: &str, pod: InCluster) -> Result<Self> {
+        Self::start_full(node, opts, extra_config, Some(pod))
+    }
+
+    fn start_full(
+        node: &Netns,
+        opts: &AgentOptions,
+        extra_config: &str,
+        in_cluster: Option<InCluster>,
+    ) -> Result<Self> {
         agent_binary()?;
         let name = unique_name("agent");
         let dir = std::env::temp_dir().join(&name);
@@ -67,8 +95,16 @@ impl Agent {
                 extra_config,
             ),
         )?;
-        let mut agent =
-            Agent { child: None, netns: node.name().to_string(), dir, config, socket, log, pin_dir: pin_dir.into() };
+        let mut agent = Agent {
+            child: None,
+            in_cluster,
+            netns: node.name().to_string(),
+            dir,
+            config,
+            socket,
+            log,
+            pin_dir: pin_dir.into(),
+        };
         agent.spawn()?;
         Ok(agent)
     }
@@ -80,8 +116,20 @@ impl Agent {
     fn spawn(&mut self) -> Result<()> {
         let bin = agent_binary()?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.netns))
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/run/netns/{}", self.netns));
+        if let Some(pod) = &self.in_cluster {
+            // unshare and sh exec, so the child's pid stays the agent's.
+            command
+                .args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+                .arg(
+                    "mount -n -t tmpfs tmpfs /run && d=/run/secrets/kubernetes.io/serviceaccount && mkdir -p $d && cp \"$0\"/* $d/ && exec \"$@\"",
+                )
+                .arg(&pod.service_account)
+                .env("KUBERNETES_SERVICE_HOST", pod.host.to_string())
+                .env("KUBERNETES_SERVICE_PORT", pod.port.to_string());
+        }
+        let child = command
             .arg(&bin)
             .arg("run")
             .arg("--config")
@@ -249,6 +297,16 @@ impl Agent {
             let why = self.request("GET", "/readyz", None).map(|(_, v)| v.to_string()).unwrap_or_default();
             anyhow::anyhow!("{e:#}: {why}\n{}", self.log_text())
         })
+    }
+
+    /// (id, tag) of each program on the tcx ingress of a link.
+    pub fn tcx_ingress_ids(&self, link: &str) -> Result<Vec<(u64, String)>> {
+        let (status, v) = self.request("GET", &format!("/v1/datapath/links/{link}"), None)?;
+        if status != 200 {
+            bail!("tcx query of {link}: {status} {v}");
+        }
+        let ids = v["tcx_ingress_ids"].as_array().context("no tcx_ingress_ids")?;
+        Ok(ids.iter().filter_map(|p| Some((p["id"].as_u64()?, p["tag"].as_str()?.to_string()))).collect())
     }
 
     /// Stops the agent with SIGTERM; its exit status.

@@ -224,6 +224,15 @@ impl Cluster {
 }
 
 impl Agent {
+    /// `GET /v1/status`: `GET /v1/nodes` without the node list.
+    pub fn status(&self) -> Result<Value> {
+        let (status, v) = self.request("GET", "/v1/status", None)?;
+        if status != 200 {
+            bail!("status: {status} {v}");
+        }
+        Ok(v)
+    }
+
     /// `GET /v1/nodes`.
     pub fn nodes(&self) -> Result<Value> {
         let (status, v) = self.request("GET", "/v1/nodes", None)?;

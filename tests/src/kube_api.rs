@@ -69,6 +69,8 @@ struct Shared {
     news: Condvar,
     stop: AtomicBool,
     token: String,
+    /// HTTPS, as in-cluster clients require.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub struct KubeApi {
@@ -80,13 +82,61 @@ pub struct KubeApi {
 }
 
 impl KubeApi {
-    /// Listens on `address:6443` inside `ns`.
+    /// Listens on `address:6443` inside `ns`, plain HTTP.
     pub fn start(ns: &Netns, address: Ipv4Addr) -> Result<Self> {
+        Self::listen(ns, address, None)
+    }
+
+    /// Listens on `address:6443` inside `ns` with HTTPS, under a CA of its
+    /// own; `service_account()` holds what a pod's service account mount
+    /// holds (token, ca.crt, namespace).
+    pub fn start_tls(ns: &Netns, address: Ipv4Addr) -> Result<Self> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "knet-test-ca");
+        let ca = ca_params.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(vec!["kubernetes.default.svc".to_string()])?;
+        params.subject_alt_names.push(rcgen::SanType::IpAddress(address.into()));
+        let cert = params.signed_by(&key, &issuer)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )?;
+        let api = Self::listen(ns, address, Some(Arc::new(config)))?;
+        let sa = api.service_account();
+        std::fs::create_dir_all(&sa)?;
+        std::fs::write(sa.join("ca.crt"), ca.pem())?;
+        std::fs::write(sa.join("token"), &api.shared.token)?;
+        std::fs::write(sa.join("namespace"), "kube-system")?;
+        std::fs::write(api.dir.0.join("ca.crt"), ca.pem())?;
+        api.write_kubeconfig(&api.shared.token.clone())?;
+        Ok(api)
+    }
+
+    /// A directory laid out as /var/run/secrets/kubernetes.io/serviceaccount
+    /// (with `start_tls`).
+    pub fn service_account(&self) -> PathBuf {
+        self.dir.0.join("serviceaccount")
+    }
+
+    pub fn address(&self) -> SocketAddrV4 {
+        self.address
+    }
+
+    fn listen(ns: &Netns, address: Ipv4Addr, tls: Option<Arc<rustls::ServerConfig>>) -> Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State { revision: 1, ..State::default() }),
             news: Condvar::new(),
             stop: AtomicBool::new(false),
             token: unique_name("token"),
+            tls,
         });
         let netns = std::fs::File::open(format!("/run/netns/{}", ns.name()))?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -116,7 +166,7 @@ impl KubeApi {
                     Ok((stream, _)) => {
                         let s = s.clone();
                         conns.lock().unwrap().push(std::thread::spawn(move || {
-                            let _ = serve(&s, stream);
+                            let _ = accept(&s, stream);
                         }));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(TICK),
@@ -133,7 +183,8 @@ impl KubeApi {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.shared.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
     }
 
     /// A kubeconfig with this server and its token.
@@ -144,8 +195,13 @@ impl KubeApi {
     /// Rewrites the kubeconfig with another token (to be refused).
     pub fn write_kubeconfig(&self, token: &str) -> Result<()> {
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\nusers:\n- name: knet\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: knet\ncurrent-context: test\n",
-            self.url()
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n{}users:\n- name: knet\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: knet\ncurrent-context: test\n",
+            self.url(),
+            if self.shared.tls.is_some() {
+                format!("    certificate-authority: {}\n", self.dir.0.join("ca.crt").display())
+            } else {
+                String::new()
+            },
         );
         std::fs::write(self.kubeconfig(), text)?;
         Ok(())
@@ -341,7 +397,7 @@ struct Request {
     body: Vec<u8>,
 }
 
-fn read_request(stream: &TcpStream) -> Result<Request> {
+fn read_request(stream: &mut dyn Conn) -> Result<Request> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -368,7 +424,7 @@ fn read_request(stream: &TcpStream) -> Result<Request> {
     Ok(Request { method: method.into(), path: path.into(), query, headers, body })
 }
 
-fn respond(mut stream: &TcpStream, code: u16, body: &Value) -> Result<()> {
+fn respond(stream: &mut dyn Conn, code: u16, body: &Value) -> Result<()> {
     let text = body.to_string();
     write!(
         stream,
@@ -376,39 +432,54 @@ fn respond(mut stream: &TcpStream, code: u16, body: &Value) -> Result<()> {
         if code < 300 { "OK" } else { "Error" },
         text.len()
     )?;
+    stream.flush()?;
     Ok(())
 }
 
-fn chunk(mut stream: &TcpStream, event: &Value) -> Result<()> {
+fn chunk(stream: &mut dyn Conn, event: &Value) -> Result<()> {
     let line = format!("{event}\n");
     write!(stream, "{:x}\r\n{line}\r\n", line.len())?;
     stream.flush()?;
     Ok(())
 }
 
-fn serve(s: &Shared, stream: TcpStream) -> Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let req = read_request(&stream)?;
+/// A connection, plain or TLS.
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
+fn accept(s: &Shared, tcp: TcpStream) -> Result<()> {
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    match &s.tls {
+        None => serve(s, &mut { tcp }),
+        Some(config) => {
+            let conn = rustls::ServerConnection::new(config.clone())?;
+            serve(s, &mut rustls::StreamOwned::new(conn, tcp))
+        }
+    }
+}
+
+fn serve(s: &Shared, stream: &mut dyn Conn) -> Result<()> {
+    let req = read_request(stream)?;
     if req.headers.get("authorization") != Some(&format!("Bearer {}", s.token)) {
         s.state.lock().unwrap().unauthorized += 1;
-        return respond(&stream, 401, &status(401, "Unauthorized", "Unauthorized"));
+        return respond(stream, 401, &status(401, "Unauthorized", "Unauthorized"));
     }
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
     match (req.method.as_str(), segments.as_slice()) {
         ("GET", ["api", "v1", "nodes"]) if req.query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
-            watch(s, &stream, &req)
+            watch(s, stream, &req)
         }
-        ("GET", ["api", "v1", "nodes"]) => list(s, &stream, &req),
+        ("GET", ["api", "v1", "nodes"]) => list(s, stream, &req),
         ("GET", ["api", "v1", "nodes", name]) => match s.state.lock().unwrap().nodes.get(*name).cloned() {
-            Some(n) => respond(&stream, 200, &n),
-            None => respond(&stream, 404, &status(404, "NotFound", &format!("nodes \"{name}\" not found"))),
+            Some(n) => respond(stream, 200, &n),
+            None => respond(stream, 404, &status(404, "NotFound", &format!("nodes \"{name}\" not found"))),
         },
-        ("PATCH", ["api", "v1", "nodes", name, "status"]) => patch_status(s, &stream, &req, name),
-        _ => respond(&stream, 404, &status(404, "NotFound", "the server could not find the requested resource")),
+        ("PATCH", ["api", "v1", "nodes", name, "status"]) => patch_status(s, stream, &req, name),
+        _ => respond(stream, 404, &status(404, "NotFound", "the server could not find the requested resource")),
     }
 }
 
-fn list(s: &Shared, stream: &TcpStream, req: &Request) -> Result<()> {
+fn list(s: &Shared, stream: &mut dyn Conn, req: &Request) -> Result<()> {
     let mut st = s.state.lock().unwrap();
     st.lists += 1;
     let offset: usize = req.query.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -425,7 +496,7 @@ fn list(s: &Shared, stream: &TcpStream, req: &Request) -> Result<()> {
     respond(stream, 200, &body)
 }
 
-fn watch(s: &Shared, mut stream: &TcpStream, req: &Request) -> Result<()> {
+fn watch(s: &Shared, stream: &mut dyn Conn, req: &Request) -> Result<()> {
     let from: u64 = req.query.get("resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0);
     let bookmarks = req.query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
     let timeout = req.query.get("timeoutSeconds").and_then(|t| t.parse().ok()).map(Duration::from_secs);
@@ -483,12 +554,13 @@ fn watch(s: &Shared, mut stream: &TcpStream, req: &Request) -> Result<()> {
     finish(stream)
 }
 
-fn finish(mut stream: &TcpStream) -> Result<()> {
+fn finish(stream: &mut dyn Conn) -> Result<()> {
     write!(stream, "0\r\n\r\n")?;
+    stream.flush()?;
     Ok(())
 }
 
-fn patch_status(s: &Shared, stream: &TcpStream, req: &Request, name: &str) -> Result<()> {
+fn patch_status(s: &Shared, stream: &mut dyn Conn, req: &Request, name: &str) -> Result<()> {
     let content_type = req.headers.get("content-type").cloned().unwrap_or_default();
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,

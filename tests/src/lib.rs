@@ -18,6 +18,6 @@ pub mod topology;
 pub mod traffic;
 pub mod wait;
 
-pub use agent::{Agent, AgentOptions};
+pub use agent::{Agent, AgentOptions, InCluster};
 pub use netns::Netns;
 pub use topology::{Node, Pod};

@@ -39,10 +39,16 @@ pub struct BackgroundPing {
 
 impl BackgroundPing {
     pub fn start(from: &Netns, to: Ipv4Addr, count: u32) -> Result<Self> {
-        let deadline = (count / 50 + 4).to_string();
+        Self::start_every(from, to, count, 20)
+    }
+
+    /// `count` pings, one every `interval_ms` milliseconds.
+    pub fn start_every(from: &Netns, to: Ipv4Addr, count: u32, interval_ms: u32) -> Result<Self> {
+        let deadline = (count * interval_ms / 1000 + 4).to_string();
+        let interval = format!("{:.3}", f64::from(interval_ms) / 1000.0);
         let (count, to) = (count.to_string(), to.to_string());
         let child = Command::new("ip")
-            .args(from.exec_args("ping", &["-q", "-c", &count, "-i", "0.02", "-w", &deadline, &to]))
+            .args(from.exec_args("ping", &["-q", "-c", &count, "-i", &interval, "-w", &deadline, &to]))
             .stdout(Stdio::piped())
             .spawn()
             .context("cannot start ping")?;
@@ -150,10 +156,12 @@ pub fn parse_sockperf(text: &str) -> Option<Latency> {
 }
 
 /// What one iperf3 run measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Transfer {
     pub bytes_received: u64,
     pub bits_per_second: f64,
+    /// Bits per second of each one-second interval, in order.
+    pub intervals: Vec<f64>,
 }
 
 /// An iperf3 TCP run from `client` to a server in `server_ns` on `server_ip`.
@@ -214,6 +222,12 @@ fn run_iperf3(
     let transfer = Transfer {
         bytes_received: recv["bytes"].as_u64().context("iperf3 JSON has no end.sum_received.bytes")?,
         bits_per_second: recv["bits_per_second"].as_f64().context("no bits_per_second")?,
+        intervals: json["intervals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["sum"]["bits_per_second"].as_f64())
+            .collect(),
     };
     Ok(transfer)
 }

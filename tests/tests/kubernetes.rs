@@ -273,18 +273,18 @@ fn ten_thousand_nodes_are_applied_while_a_cni_add_on_the_node_completes() {
     // The bulk nodes sit behind the outside host, which routes for them.
     c.nodes[0].ns.ip(&["route", "add", kube_api::BULK_UNDERLAY, "via", &cluster::OUTSIDE.to_string()]).unwrap();
     let net = knet_tests::cni::KnetNetwork::new(&c.nodes[0].ns, &cluster::pod_cidr(0), c.agents[0].socket()).unwrap();
-    let generation = c.agents[0].nodes().unwrap()["source"]["generation"].as_u64().unwrap();
+    let generation = c.agents[0].status().unwrap()["source"]["generation"].as_u64().unwrap();
 
     api(&c).bulk_load(&kube_api::bulk_nodes(10_000));
     wait::until("the 10,000 nodes to be applying", WAIT, || {
-        let v = c.agents[0].nodes().ok()?;
+        let v = c.agents[0].status().ok()?;
         (v["source"]["applying"] == true).then_some(())
     })
     .unwrap();
     let pod = net.add_pod("pod").unwrap();
     // The ADD was answered before the reconcile finished: the API does not
     // wait for it.
-    let v = c.agents[0].nodes().unwrap();
+    let v = c.agents[0].status().unwrap();
     assert_eq!(
         v["source"]["generation"].as_u64(),
         Some(generation),
@@ -294,7 +294,7 @@ fn ten_thousand_nodes_are_applied_while_a_cni_add_on_the_node_completes() {
     assert_eq!(v["source"]["applying"], true);
 
     wait::until("the 10,000 nodes to be programmed", Duration::from_secs(300), || {
-        let v = c.agents[0].nodes().ok()?;
+        let v = c.agents[0].status().ok()?;
         (v["source"]["generation"].as_u64()? > generation).then_some(v)
     })
     .map(|v| assert!(v["source"]["error"].is_null(), "{}", v["source"]))
@@ -305,4 +305,45 @@ fn ten_thousand_nodes_are_applied_while_a_cni_add_on_the_node_completes() {
     assert_eq!(routes(&c.nodes[0]).lines().count(), 10_000);
     assert!(routes(&c.nodes[0]).contains("10.39.15.0/24 via 192.168.77.250"));
     traffic::ping(&pod.pod.ns, c.nodes[0].address, 1).unwrap();
+}
+
+#[test]
+fn an_agent_run_as_a_pod_reaches_the_api_over_https_with_its_service_account() {
+    // Node 0 runs on the node file; the API server here speaks HTTPS only.
+    let c = Cluster::new(1, 0, "vxlan").unwrap();
+    let api = KubeApi::start_tls(&c.outside, cluster::OUTSIDE).unwrap();
+    api.set_node("node-0", cluster::node_address(0), Some(&cluster::pod_cidr(0)));
+    for (i, name) in [(5, "node-5"), (6, "node-6")] {
+        api.set_node(name, cluster::node_address(i), Some(&format!("10.244.{i}.0/24")));
+    }
+    let opts = |name: &str| AgentOptions { node_name: name.into(), pod_cidr: String::new() };
+
+    // In-cluster: no kubeconfig, only what the kubelet gives a pod.
+    let in_pod = Node::on_fabric("node-pod", cluster::node_address(5), &c.fabric, "n5").unwrap();
+    let pod = knet_tests::InCluster {
+        service_account: api.service_account(),
+        host: *api.address().ip(),
+        port: api.address().port(),
+    };
+    let a = Agent::start_in_cluster(&in_pod.ns, &opts("node-5"), "node_source = \"kubernetes\"\n", pod).unwrap();
+    a.wait_ready(WAIT).unwrap();
+    // A kubeconfig naming the server's CA works as well.
+    let with_file = Node::on_fabric("node-file", cluster::node_address(6), &c.fabric, "n6").unwrap();
+    let extra = format!("node_source = \"kubernetes\"\nkubeconfig = {:?}\n", api.kubeconfig().display().to_string());
+    let b = Agent::start_with(&with_file.ns, &opts("node-6"), &extra).unwrap();
+    b.wait_ready(WAIT).unwrap();
+
+    for agent in [&a, &b] {
+        let dp = datapath(agent);
+        assert!(subnets(&dp).contains(&format!("{} via {}", cluster::pod_cidr(0), cluster::node_address(0))), "{dp}");
+    }
+    wait::until("both agents to clear NetworkUnavailable", WAIT, || {
+        let patched: Vec<String> = api.patches().into_iter().map(|p| p.node).collect();
+        (patched.contains(&"node-5".to_string()) && patched.contains(&"node-6".to_string())).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}", api.patches()));
+    // Nothing was accepted without the token, and the plain-HTTP path was
+    // never there to fall back to.
+    assert_eq!(api.counts().2, 0);
+    assert!(api.url().starts_with("https://"));
 }

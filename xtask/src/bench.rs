@@ -106,7 +106,11 @@ const TARGETS: &[Target] = &[
 pub fn run(args: BenchArgs) -> Result<()> {
     require_root("cargo xtask bench")?;
     let tc = setup::ensure_ready()?;
-    build::all(&tc, false)?;
+    // Release binaries: the control plane's costs are the agent's own, and a
+    // debug build would measure the compiler's settings instead.
+    let bin_dir = build::all(&tc, true)?;
+    std::env::set_var("KNET_AGENT_BIN", bin_dir.join("knet-agent"));
+    std::env::set_var("KNET_CNI_BIN", bin_dir.join("knet"));
 
     let mut samples = Vec::new();
     let mut latencies = Vec::new();

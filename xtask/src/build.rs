@@ -8,10 +8,23 @@ use crate::{root, setup::EbpfToolchain, step};
 
 /// Builds `knet-ebpf` for bpfel-unknown-none; the object's path.
 pub fn ebpf(tc: &EbpfToolchain) -> Result<PathBuf> {
+    ebpf_into(tc, "target", &[])
+}
+
+/// Another build of the same programs, optimised for size (so its code
+/// differs: opt-level 2 gives the same code as 3), for the tests of an
+/// upgrade to a new data path.
+pub fn ebpf_upgrade(tc: &EbpfToolchain) -> Result<PathBuf> {
+    ebpf_into(tc, "target/ebpf-upgrade", &[("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")])
+}
+
+fn ebpf_into(tc: &EbpfToolchain, target_dir: &str, env: &[(&str, &str)]) -> Result<PathBuf> {
     step(format!("building the eBPF programs (cargo +{} ... --target bpfel-unknown-none)", tc.toolchain));
     let status = tc
         .cargo()
         .current_dir(root())
+        .env("CARGO_TARGET_DIR", root().join(target_dir))
+        .envs(env.iter().copied())
         .args([
             "build",
             "--package",
@@ -27,7 +40,7 @@ pub fn ebpf(tc: &EbpfToolchain) -> Result<PathBuf> {
     if !status.success() {
         bail!("building knet-ebpf failed");
     }
-    let object = root().join("target/bpfel-unknown-none/release/knet");
+    let object = root().join(target_dir).join("bpfel-unknown-none/release/knet");
     if !object.exists() {
         bail!("the eBPF build left no object at {}", object.display());
     }

@@ -20,20 +20,27 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     let tc = setup::ensure_ready()?;
     let bin_dir = build::all(&tc, false)?;
     let object = root().join("target/bpfel-unknown-none/release/knet");
+    let upgrade = build::ebpf_upgrade(&tc)?;
     libcni::build(&bin_dir)?;
 
     step("unit tests");
-    cargo_test(&["--lib", "--bins"], &[], &object, &bin_dir)?;
+    cargo_test(&["--lib", "--bins"], &[], &object, &upgrade, &bin_dir)?;
 
     step("namespace integration tests, one at a time");
     let mut extra = vec!["--test-threads=1"];
     if let Some(f) = filter {
         extra.push(f);
     }
-    cargo_test(&["--package", "knet-tests", "--test", "*"], &extra, &object, &bin_dir)
+    cargo_test(&["--package", "knet-tests", "--test", "*"], &extra, &object, &upgrade, &bin_dir)
 }
 
-fn cargo_test(targets: &[&str], test_args: &[&str], object: &std::path::Path, bin_dir: &std::path::Path) -> Result<()> {
+fn cargo_test(
+    targets: &[&str],
+    test_args: &[&str],
+    object: &std::path::Path,
+    upgrade: &std::path::Path,
+    bin_dir: &std::path::Path,
+) -> Result<()> {
     let status = Command::new(env!("CARGO"))
         .current_dir(root())
         .arg("test")
@@ -41,6 +48,7 @@ fn cargo_test(targets: &[&str], test_args: &[&str], object: &std::path::Path, bi
         .arg("--")
         .args(test_args)
         .env("KNET_EBPF_OBJECT", object)
+        .env("KNET_EBPF_UPGRADE_OBJECT", upgrade)
         .env("KNET_AGENT_BIN", bin_dir.join("knet-agent"))
         .env("KNET_LIBCNI_BIN", bin_dir.join("knet-libcni"))
         .status()

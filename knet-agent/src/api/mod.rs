@@ -12,6 +12,7 @@
 //! | `GET /v1/stats`            | `STATS` summed over CPUs               |
 //! | `GET /v1/node`             | this node: pod CIDR, mode, route MTU   |
 //! | `GET /v1/nodes`            | the cluster's nodes, mode, route MTU   |
+//! | `GET /v1/status`           | the same without the node list         |
 //! | `GET /healthz`             | liveness                               |
 //! | `GET /readyz`              | readiness: first reconcile done, source in sync |
 //!
@@ -53,6 +54,15 @@ pub struct DatapathView {
 pub struct LinkPrograms {
     /// Names of the programs the kernel runs on the link's tcx ingress.
     pub tcx_ingress: Vec<String>,
+    /// The same programs' kernel ids and tags (the hash of their code).
+    pub tcx_ingress_ids: Vec<ProgramId>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProgramId {
+    pub id: u32,
+    /// As bpftool prints it: 16 hex digits.
+    pub tag: String,
 }
 
 /// This node as a CNI plugin needs it.

@@ -15,7 +15,7 @@ use tokio::{
     sync::{watch, Mutex},
 };
 
-use super::{ErrorBody, LinkPrograms, NodeView, StatEntry};
+use super::{ErrorBody, LinkPrograms, NodeView, ProgramId, StatEntry};
 use crate::{
     agent::{Agent, AgentError},
     dataplane::Dataplane,
@@ -72,6 +72,7 @@ fn router(shared: Shared) -> Router {
         .route("/v1/datapath/links/{ifname}", get(link_programs))
         .route("/v1/stats", get(stats))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/status", get(status))
         .route("/v1/node", get(node))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path".into()) })
         .with_state(shared)
@@ -106,9 +107,15 @@ async fn datapath(State(shared): State<Shared>) -> Result<impl IntoResponse, Api
 }
 
 async fn link_programs(UrlPath(ifname): UrlPath<String>) -> Result<impl IntoResponse, ApiError> {
-    let tcx_ingress =
+    let programs =
         Dataplane::tcx_ingress_programs(&ifname).map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{e:#}")))?;
-    Ok(Json(LinkPrograms { tcx_ingress }))
+    Ok(Json(LinkPrograms {
+        tcx_ingress: programs.iter().map(|(name, _, _)| name.clone()).collect(),
+        tcx_ingress_ids: programs
+            .iter()
+            .map(|(_, id, tag)| ProgramId { id: *id, tag: format!("{tag:016x}") })
+            .collect(),
+    }))
 }
 
 async fn node(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiError> {
@@ -126,6 +133,10 @@ async fn node(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiErro
 
 async fn nodes(State(shared): State<Shared>) -> impl IntoResponse {
     Json(shared.cluster.borrow().clone())
+}
+
+async fn status(State(shared): State<Shared>) -> impl IntoResponse {
+    Json(shared.cluster.borrow().status())
 }
 
 /// 200 once the first full reconcile is done, the source is in step and
