@@ -169,9 +169,16 @@ impl Netlink {
 }
 
 /// Turns on IPv4 forwarding in the agent's network namespace: pods reach
-/// the outside (and, on the slow paths, other nodes) through the node.
+/// the outside (and, on the slow paths, other nodes) through the node. A
+/// container that is not privileged has /proc/sys read-only: there the
+/// setting must already be on (kubelet nodes have it on).
 pub fn enable_ip_forwarding() -> Result<()> {
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("cannot enable net.ipv4.ip_forward")
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(PATH).is_ok_and(|v| v.trim() == "1") {
+        return Ok(());
+    }
+    std::fs::write(PATH, "1")
+        .context("net.ipv4.ip_forward is 0 and cannot be turned on here (read-only /proc/sys?); turn it on on the node")
 }
 
 /// Runs a single-link lookup; a link that does not exist is `None`.

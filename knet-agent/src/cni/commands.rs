@@ -86,7 +86,6 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
     let ns = netns::open(netns_path)?;
     let ipam = Ipam::prepare(&conf.ipam_type, &args.path, &conf.cni_version, stdin).await?;
     let host = names::host_veth(&args.container_id, &args.ifname);
-    let peer = names::temp_peer(&args.container_id, &args.ifname);
     let alias = names::owner_alias(&args.container_id, &args.ifname);
     let node = wiring::connect()?;
     let ifname = args.ifname.clone();
@@ -113,7 +112,7 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
     let node_routes = NodeRoutes::of(&agent::node(&conf.agent_socket).await?);
 
     let mut done = Done::default();
-    let veth_names = (host.as_str(), peer.as_str(), alias.as_str());
+    let veth_names = (host.as_str(), alias.as_str());
     match add_steps(args, conf, &ns, &node, &ipam, node_routes, &mut done, veth_names).await {
         Ok(result) => Ok(result),
         Err(e) => {
@@ -132,16 +131,14 @@ async fn add_steps(
     ipam: &Ipam,
     node_routes: Option<NodeRoutes>,
     done: &mut Done,
-    (host, peer, alias): (&str, &str, &str),
+    (host, alias): (&str, &str),
 ) -> Result<CniResult, CniError> {
-    wiring::create_veth(node, host, peer, conf.mtu).await?;
+    wiring::create_veth_into(node, host, &args.ifname, conf.mtu, ns.as_fd()).await?;
     done.veth = Some(host.to_string());
     let missing = |name: &str| CniError::new(code::NETLINK, format!("{name} vanished after creation"));
     let host_link = wiring::link(node, host).await?.ok_or_else(|| missing(host))?;
-    let peer_link = wiring::link(node, peer).await?.ok_or_else(|| missing(peer))?;
     let host_mac = host_link.mac.ok_or_else(|| CniError::new(code::NETLINK, format!("{host} has no MAC address")))?;
     wiring::set_up(node, host_link.index, Some(alias), None).await?;
-    wiring::move_to_netns(node, peer_link.index, ns.as_fd(), &args.ifname).await?;
 
     let ipam_result =
         ipam.exec("ADD").await?.ok_or_else(|| CniError::new(code::IPAM_RESULT, "the IPAM plugin printed nothing"))?;

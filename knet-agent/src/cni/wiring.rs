@@ -14,7 +14,7 @@ use nix::errno::Errno;
 use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
-        link::{LinkAttribute, LinkFlags, LinkMessage},
+        link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
         route::{RouteAddress, RouteAttribute, RouteHeader, RouteMetric, RouteScope},
     },
@@ -98,6 +98,34 @@ pub async fn create_veth(handle: &Handle, host: &str, peer: &str, mtu: u32) -> R
         .execute()
         .await
         .map_err(|e| netlink_error(format!("cannot create veth pair {host}/{peer}"), e))
+}
+
+/// Creates the veth pair with its pod end born in the pod's namespace `ns`
+/// under its final name `pod_ifname`: one request, and no namespace move
+/// (a move waits for the kernel's RCU grace periods, tens of milliseconds).
+pub async fn create_veth_into(
+    handle: &Handle,
+    host: &str,
+    pod_ifname: &str,
+    mtu: u32,
+    ns: BorrowedFd<'_>,
+) -> Result<(), CniError> {
+    let mut msg = LinkVeth::new(host, pod_ifname).mtu(mtu).build();
+    for attr in &mut msg.attributes {
+        let LinkAttribute::LinkInfo(infos) = attr else { continue };
+        for info in infos {
+            if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = info {
+                peer.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+                peer.attributes.push(LinkAttribute::Mtu(mtu));
+            }
+        }
+    }
+    handle
+        .link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(|e| netlink_error(format!("cannot create veth pair {host}/{pod_ifname} into the pod"), e))
 }
 
 /// Moves link `index` into the namespace `ns`, renamed `new_name`.
