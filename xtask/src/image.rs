@@ -98,8 +98,7 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         // A static binary: ldd says so and exits 1.
-        if text.contains("not a dynamic executable") || String::from_utf8_lossy(&out.stderr).contains("not a dynamic")
-        {
+        if text.contains("not a dynamic executable") || String::from_utf8_lossy(&out.stderr).contains("not a dynamic") {
             return Ok(Vec::new());
         }
         bail!("ldd {} failed: {}", binary.display(), String::from_utf8_lossy(&out.stderr).trim());
@@ -315,8 +314,12 @@ mod tests {
                     \t/lib64/ld-linux-x86-64.so.2 (0x00007f85)\n";
         assert_eq!(
             parse_ldd(text).unwrap(),
-            ["/lib/x86_64-linux-gnu/libnftables.so.1", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
-                .map(PathBuf::from)
+            [
+                "/lib/x86_64-linux-gnu/libnftables.so.1",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+            .map(PathBuf::from)
         );
         let err = parse_ldd("\tlibmnl.so.0 => not found\n").unwrap_err().to_string();
         assert!(err.contains("libmnl.so.0"), "{err}");
