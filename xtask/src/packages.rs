@@ -27,6 +27,11 @@ const TOOLS: &[(&str, &str)] = &[
     // GOPATH mode against Debian's libcni source.
     ("go", "golang-go"),
     ("/usr/share/gocode/src/github.com/containernetworking/cni/libcni", "golang-github-appc-cni-dev"),
+    // The image check (tests/tests/image.rs): `cargo xtask image`'s archive
+    // imported into a throw-away containerd with ctr, and run with runc.
+    ("containerd", "containerd"),
+    ("ctr", "containerd"),
+    ("runc", "runc"),
 ];
 
 fn on_path(cmd: &str) -> bool {
