@@ -389,6 +389,7 @@ fn the_daemon_set_runs_on_every_node_before_anything_else() {
     assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
     let rolling = strategy.rolling_update.as_ref().expect("rollingUpdate");
     assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(0)), "never two agents on one pin directory");
 }
 
 /// The repository of `xtask/src/image.rs` and the workspace's version.
