@@ -1,9 +1,10 @@
 //! Developer and CI workflows for knet: `setup`, `build-ebpf`, `build`,
-//! `run`, `test`, `bench`. Every command that builds eBPF makes the machine
-//! ready first (see `setup`).
+//! `run`, `test`, `bench`, `image`. Every command that builds eBPF makes
+//! the machine ready first (see `setup`).
 
 mod bench;
 mod build;
+mod image;
 mod libcni;
 mod packages;
 mod run;
@@ -44,6 +45,9 @@ enum Command {
     },
     /// Throughput of knet against the kernel's own paths, side by side.
     Bench(bench::BenchArgs),
+    /// The container image, built offline from the release binaries, as an
+    /// OCI archive in target/image/ for `ctr -n k8s.io images import`.
+    Image,
 }
 
 fn main() -> Result<()> {
@@ -55,6 +59,7 @@ fn main() -> Result<()> {
         Command::Run(args) => run::run(args),
         Command::Test { filter } => test::run(filter.as_deref()),
         Command::Bench(args) => bench::run(args),
+        Command::Image => image::run(),
     }
 }
 
