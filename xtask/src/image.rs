@@ -45,6 +45,13 @@ pub fn name() -> String {
 }
 
 pub fn run() -> Result<()> {
+    let archive = build()?;
+    println!("{}", archive.display());
+    Ok(())
+}
+
+/// Builds the release binaries and the image; the archive's path.
+pub fn build() -> Result<PathBuf> {
     let bin_dir = build::all(&setup::ensure_ready()?, true)?;
     step("collecting the image's files (the binaries, nft, their shared libraries)");
     let mut files = vec![
@@ -87,8 +94,8 @@ pub fn run() -> Result<()> {
         layout.layer.digest,
         out.display()
     ));
-    println!("{}", name());
-    Ok(())
+    step(format!("image {}", name()));
+    Ok(out)
 }
 
 /// The shared libraries `binary` loads, the dynamic loader included, as

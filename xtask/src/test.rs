@@ -21,17 +21,19 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     let bin_dir = build::all(&tc, false)?;
     let object = root().join("target/bpfel-unknown-none/release/knet");
     let upgrade = build::ebpf_upgrade(&tc)?;
+    // The DaemonSet's image, run by the tests' containerd.
+    let image = crate::image::build()?;
     libcni::build(&bin_dir)?;
 
     step("unit tests");
-    cargo_test(&["--lib", "--bins"], &[], &object, &upgrade, &bin_dir)?;
+    cargo_test(&["--lib", "--bins"], &[], &object, &upgrade, &image, &bin_dir)?;
 
     step("namespace integration tests, one at a time");
     let mut extra = vec!["--test-threads=1"];
     if let Some(f) = filter {
         extra.push(f);
     }
-    cargo_test(&["--package", "knet-tests", "--test", "*"], &extra, &object, &upgrade, &bin_dir)
+    cargo_test(&["--package", "knet-tests", "--test", "*"], &extra, &object, &upgrade, &image, &bin_dir)
 }
 
 fn cargo_test(
@@ -39,6 +41,7 @@ fn cargo_test(
     test_args: &[&str],
     object: &std::path::Path,
     upgrade: &std::path::Path,
+    image: &std::path::Path,
     bin_dir: &std::path::Path,
 ) -> Result<()> {
     let status = Command::new(env!("CARGO"))
@@ -49,6 +52,7 @@ fn cargo_test(
         .args(test_args)
         .env("KNET_EBPF_OBJECT", object)
         .env("KNET_EBPF_UPGRADE_OBJECT", upgrade)
+        .env("KNET_IMAGE_ARCHIVE", image)
         .env("KNET_AGENT_BIN", bin_dir.join("knet-agent"))
         .env("KNET_LIBCNI_BIN", bin_dir.join("knet-libcni"))
         .status()

@@ -6,10 +6,11 @@ use std::{future::Future, path::Path, time::Duration};
 use anyhow::{Context, Result};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::{
-    image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient, ImageSpec,
-    ImageStatusRequest, LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, PodSandboxStatusResponse, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StopPodSandboxRequest, VersionRequest,
+    image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient, ContainerConfig,
+    ContainerStatusRequest, ContainerStatusResponse, CreateContainerRequest, ExecSyncRequest, ImageSpec,
+    ImageStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PodSandboxStatusResponse,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
 use tokio::{net::UnixStream, runtime::Runtime};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -82,17 +83,23 @@ impl Cri {
         Ok(self.call("ImageStatus", c.image_status(req))?.image.is_some())
     }
 
-    /// RunPodSandbox as kubelet sends it for a pod without containers'
-    /// extras (no ports, default DNS); the sandbox id.
-    pub fn run_pod_sandbox(&self, meta: &PodMeta, cgroup_parent: &str) -> Result<String> {
-        let config = PodSandboxConfig {
+    /// The sandbox configuration kubelet sends for a pod without
+    /// containers' extras (no ports, default DNS); `host_network` is a pod
+    /// with `hostNetwork: true` (the node's network namespace).
+    pub fn sandbox_config(meta: &PodMeta, cgroup_parent: &str, host_network: bool) -> PodSandboxConfig {
+        let security_context = host_network.then(|| LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption { network: NamespaceMode::Node as i32, ..Default::default() }),
+            ..Default::default()
+        });
+        PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
                 name: meta.name.clone(),
                 uid: meta.uid.clone(),
                 namespace: meta.namespace.clone(),
                 attempt: 0,
             }),
-            hostname: meta.name.clone(),
+            // A host-network pod keeps the node's hostname (no UTS namespace).
+            hostname: if host_network { String::new() } else { meta.name.clone() },
             labels: [
                 ("io.kubernetes.pod.name", &meta.name),
                 ("io.kubernetes.pod.namespace", &meta.namespace),
@@ -100,12 +107,63 @@ impl Cri {
             ]
             .map(|(k, v)| (k.to_string(), v.clone()))
             .into(),
-            linux: Some(LinuxPodSandboxConfig { cgroup_parent: cgroup_parent.into(), ..Default::default() }),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: cgroup_parent.into(),
+                security_context,
+                ..Default::default()
+            }),
             ..Default::default()
-        };
+        }
+    }
+
+    /// RunPodSandbox as kubelet sends it for a pod without containers'
+    /// extras (no ports, default DNS); the sandbox id.
+    pub fn run_pod_sandbox(&self, meta: &PodMeta, cgroup_parent: &str) -> Result<String> {
+        self.run_sandbox(Self::sandbox_config(meta, cgroup_parent, false))
+    }
+
+    pub fn run_sandbox(&self, config: PodSandboxConfig) -> Result<String> {
         let mut c = self.runtime.clone();
         let req = RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
         Ok(self.call("RunPodSandbox", c.run_pod_sandbox(req))?.pod_sandbox_id)
+    }
+
+    /// CreateContainer then StartContainer in a sandbox; the container id.
+    pub fn run_container(
+        &self,
+        sandbox: &str,
+        sandbox_config: &PodSandboxConfig,
+        config: ContainerConfig,
+    ) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let req = CreateContainerRequest {
+            pod_sandbox_id: sandbox.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config.clone()),
+        };
+        let id = self.call("CreateContainer", c.create_container(req))?.container_id;
+        self.call("StartContainer", c.start_container(StartContainerRequest { container_id: id.clone() }))?;
+        Ok(id)
+    }
+
+    pub fn container_status(&self, id: &str) -> Result<ContainerStatusResponse> {
+        let mut c = self.runtime.clone();
+        self.call(
+            "ContainerStatus",
+            c.container_status(ContainerStatusRequest { container_id: id.into(), verbose: false }),
+        )
+    }
+
+    /// ExecSync, as kubelet runs an exec probe: (exit code, stdout, stderr).
+    pub fn exec_sync(&self, id: &str, cmd: &[String], timeout_s: i64) -> Result<(i32, String, String)> {
+        let mut c = self.runtime.clone();
+        let req = ExecSyncRequest { container_id: id.into(), cmd: cmd.to_vec(), timeout: timeout_s };
+        let r = self.call("ExecSync", c.exec_sync(req))?;
+        Ok((
+            r.exit_code,
+            String::from_utf8_lossy(&r.stdout).into_owned(),
+            String::from_utf8_lossy(&r.stderr).into_owned(),
+        ))
     }
 
     /// PodSandboxStatus with the verbose info (containerd's JSON under

@@ -50,10 +50,14 @@ const SOCKET: &str = "containerd.sock";
 const LOG: &str = "containerd.log";
 
 /// Run as pid 1 of containerd's namespaces, with the config as `$1`.
-/// `mount -n` leaves the host's `/run/mount/utab` alone.
+/// `mount -n` leaves the host's `/run/mount/utab` alone. bpffs is made a
+/// shared mount in here (as on a systemd host) when it is mounted, so a
+/// container can take it with HostToContainer propagation, as the knet
+/// DaemonSet does.
 const PRIVATE_MOUNTS_THEN_CONTAINERD: &str = concat!(
     "mount -n -t tmpfs -o mode=0755 knet-run /run",
     " && mount -n -t tmpfs -o mode=0755 knet-var-lib /var/lib",
+    " && { ! mountpoint -q /sys/fs/bpf || mount -n --make-shared /sys/fs/bpf; }",
     " && exec containerd --config \"$1\"",
 );
 
@@ -92,6 +96,16 @@ impl Containerd {
     /// its only CNI network, waits (bounded) for its CRI to answer, and
     /// imports the pause image.
     pub fn start(node: &Netns, conflist: &Value) -> Result<Self> {
+        Self::start_with(node, Some(conflist))
+    }
+
+    /// Like `start`, with no network configuration: a node whose CNI
+    /// configuration the network's own DaemonSet is to write.
+    pub fn start_empty(node: &Netns) -> Result<Self> {
+        Self::start_with(node, None)
+    }
+
+    fn start_with(node: &Netns, conflist: Option<&Value>) -> Result<Self> {
         let image = pause_image::archive()?;
         let dir = TempDir::new("containerd")?;
         let d = dir.0.clone();
@@ -102,7 +116,9 @@ impl Containerd {
         for p in REFERENCE {
             std::os::unix::fs::symlink(Path::new(REFERENCE_PLUGINS).join(p), bin_dir.join(p))?;
         }
-        std::fs::write(conf_dir.join("10-test.conflist"), serde_json::to_string_pretty(conflist)?)?;
+        if let Some(conflist) = conflist {
+            std::fs::write(conf_dir.join("10-test.conflist"), serde_json::to_string_pretty(conflist)?)?;
+        }
         let socket = d.join(SOCKET);
         let config = d.join("config.toml");
         std::fs::write(&config, config_toml(&d, &socket, &bin_dir, &conf_dir))?;
@@ -112,7 +128,10 @@ impl Containerd {
         node.ip(&["link", "set", "lo", "up"])?;
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", node.name()))
-            .args(["--", "unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child"])
+            // Slave propagation: the host's mounts (bpffs) reach containers
+            // with HostToContainer propagation, nothing mounted in here
+            // reaches the host.
+            .args(["--", "unshare", "--mount", "--propagation", "slave", "--pid", "--fork", "--kill-child"])
             // A /proc of the new pid namespace: containerd finds its own
             // threads' namespaces there.
             .args(["--mount-proc", "--", "sh", "-c", PRIVATE_MOUNTS_THEN_CONTAINERD, "sh"])
@@ -128,6 +147,9 @@ impl Containerd {
         let mut c = Containerd { cri: None, pid: 0, child: Some(child), cgroup_root: unique_name("cri"), dir };
         c.wait_ready().map_err(|e| anyhow::anyhow!("{e:#}\n--- containerd log ---\n{}", c.log_tail(60)))?;
         c.import(image)?;
+        wait::until("the CRI plugin to see the pause image", Duration::from_secs(10), || {
+            c.cri().has_image(pause_image::PAUSE_IMAGE).ok().filter(|&known| known)
+        })?;
         Ok(c)
     }
 
@@ -152,14 +174,33 @@ impl Containerd {
         Ok(())
     }
 
-    fn import(&self, archive: &Path) -> Result<()> {
+    /// CNI configuration directory (`cni.conf_dir`).
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.0.join("cni/net.d")
+    }
+
+    /// CNI plugin directory (`cni.bin_dir`).
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.dir.0.join("cni/bin")
+    }
+
+    /// A path of containerd's mount namespace (its own `/run`) as the host
+    /// reaches it.
+    pub fn host_path(&self, inside: &Path) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{}", self.pid, inside.display()))
+    }
+
+    /// The cgroup parent kubelet would give the pod with `uid`.
+    pub fn cgroup_parent(&self, uid: &str) -> String {
+        format!("/{}/pod{uid}", self.cgroup_root)
+    }
+
+    /// Imports an OCI archive into the CRI's image namespace.
+    pub fn import(&self, archive: &Path) -> Result<()> {
         let socket = self.socket();
         let socket = socket.to_str().context("socket path")?;
         let archive_s = archive.to_str().context("archive path")?;
         cmd::run("ctr", &["-n", "k8s.io", "--address", socket, "images", "import", archive_s])?;
-        wait::until("the CRI plugin to see the pause image", Duration::from_secs(10), || {
-            self.cri().has_image(pause_image::PAUSE_IMAGE).ok().filter(|&known| known)
-        })?;
         Ok(())
     }
 
@@ -181,7 +222,7 @@ impl Containerd {
     /// kubelet with the cgroupfs driver sends it; the sandbox id, or the
     /// runtime's error (CNI failures quote the plugin).
     pub fn run_pod(&self, meta: &PodMeta) -> Result<String> {
-        self.cri().run_pod_sandbox(meta, &format!("/{}/pod{}", self.cgroup_root, meta.uid))
+        self.cri().run_pod_sandbox(meta, &self.cgroup_parent(&meta.uid))
     }
 
     /// A sandbox's address, namespace and CNI interfaces, from
