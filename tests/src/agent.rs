@@ -198,30 +198,12 @@ impl Agent {
     /// One HTTP/1.1 request with a raw body; the status and the parsed JSON
     /// body (`Value::Null` when the body is not JSON).
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value)> {
-        let body = body.unwrap_or("");
-        let raw = format!(
-            "{method} {path} HTTP/1.1\r\nHost: knet\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        let (status, body) = self.raw(raw.as_bytes())?;
-        Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+        request(&self.socket, method, path, body)
     }
 
     /// Sends raw bytes; the status code and the body of the answer.
     pub fn raw(&self, bytes: &[u8]) -> Result<(u16, String)> {
-        let mut stream = UnixStream::connect(&self.socket)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        stream.write_all(bytes)?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text)?;
-        let status: u16 = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("not an HTTP answer: {text:?}"))?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Ok((status, body))
+        raw(&self.socket, bytes)
     }
 
     /// Registers a pod as an endpoint; panics with the agent's answer if it
@@ -340,4 +322,34 @@ impl Drop for Agent {
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
+}
+
+/// One HTTP/1.1 request to an agent's socket with a raw body; the status
+/// and the parsed JSON body (`Value::Null` when the body is not JSON).
+pub fn request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value)> {
+    let body = body.unwrap_or("");
+    let raw_request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: knet\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, body) = raw(socket, raw_request.as_bytes())?;
+    Ok((status, serde_json::from_str(&body).unwrap_or(Value::Null)))
+}
+
+/// Sends raw bytes to an agent's socket; the status code and the body.
+pub fn raw(socket: &Path, bytes: &[u8]) -> Result<(u16, String)> {
+    let mut stream = UnixStream::connect(socket)?;
+
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(bytes)?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
 }

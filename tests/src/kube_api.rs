@@ -426,19 +426,20 @@ fn read_request(stream: &mut dyn Conn) -> Result<Request> {
 
 fn respond(stream: &mut dyn Conn, code: u16, body: &Value) -> Result<()> {
     let text = body.to_string();
-    write!(
-        stream,
-        "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-        if code < 300 { "OK" } else { "Error" },
+    let reason = if code < 300 { "OK" } else { "Error" };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         text.len()
-    )?;
+    );
+    stream.write_all((head + &text).as_bytes())?;
     stream.flush()?;
     Ok(())
 }
 
 fn chunk(stream: &mut dyn Conn, event: &Value) -> Result<()> {
     let line = format!("{event}\n");
-    write!(stream, "{:x}\r\n{line}\r\n", line.len())?;
+    // One write per chunk: a chunk split over segments waits for ACKs.
+    stream.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes())?;
     stream.flush()?;
     Ok(())
 }
@@ -449,6 +450,8 @@ impl<T: Read + Write> Conn for T {}
 
 fn accept(s: &Shared, tcp: TcpStream) -> Result<()> {
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Watch events go out as they happen, not when Nagle lets them.
+    tcp.set_nodelay(true)?;
     match &s.tls {
         None => serve(s, &mut { tcp }),
         Some(config) => {

@@ -44,14 +44,21 @@ impl BackgroundPing {
 
     /// `count` pings, one every `interval_ms` milliseconds.
     pub fn start_every(from: &Netns, to: Ipv4Addr, count: u32, interval_ms: u32) -> Result<Self> {
+        let args = Self::args(to, count, interval_ms);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn(Command::new("ip").args(from.exec_args("ping", &args)))
+    }
+
+    /// ping's arguments for `count` pings every `interval_ms`, bounded.
+    pub fn args(to: Ipv4Addr, count: u32, interval_ms: u32) -> Vec<String> {
         let deadline = (count * interval_ms / 1000 + 4).to_string();
         let interval = format!("{:.3}", f64::from(interval_ms) / 1000.0);
-        let (count, to) = (count.to_string(), to.to_string());
-        let child = Command::new("ip")
-            .args(from.exec_args("ping", &["-q", "-c", &count, "-i", &interval, "-w", &deadline, &to]))
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("cannot start ping")?;
+        ["-q", "-c", &count.to_string(), "-i", &interval, "-w", &deadline, &to.to_string()].map(String::from).into()
+    }
+
+    /// Runs a ping command (`args`'s arguments) in the background.
+    pub fn spawn(command: &mut Command) -> Result<Self> {
+        let child = command.stdout(Stdio::piped()).spawn().context("cannot start ping")?;
         Ok(BackgroundPing { child: Some(child) })
     }
 

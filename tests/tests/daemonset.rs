@@ -60,10 +60,13 @@ struct KnetNode {
     // Drop order: containerd (its sandboxes, the agent's last) before the
     // pins and files the agent used, and the node's namespace last.
     runtime: Containerd,
-    agent_container: String,
+    /// (sandbox, agent container) of the running agent pod.
+    agent: Option<(String, String)>,
+    index: usize,
+    paths: BTreeMap<String, PathBuf>,
     _pins: PinDir,
-    _config: TempDir,
-    node: Node,
+    config: TempDir,
+    _node: Node,
 }
 
 /// The kubelet's translation of the DaemonSet's agent container into a
@@ -151,7 +154,6 @@ fn container_config(
 
 impl KnetNode {
     fn start(fabric: &Netns, i: usize, api: &KubeApi, image: &Path) -> Self {
-        let name = cluster::node_name(i);
         let node = Node::on_fabric(&format!("ds{i}"), cluster::node_address(i), fabric, &format!("d{i}")).unwrap();
         // As on any kubelet node: the agent's container cannot write /proc/sys.
         node.ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
@@ -160,7 +162,6 @@ impl KnetNode {
         let pins = PinDir(PathBuf::from(format!("/sys/fs/bpf/{}", unique_name("ds"))));
         let config = TempDir::new("knet-config").unwrap();
         std::fs::write(config.0.join("agent.toml"), agent_toml(&pins.0.display().to_string())).unwrap();
-
         // The host paths the DaemonSet mounts, as this test node has them:
         // /run is containerd's own (so the CNI plugin it runs finds the
         // agent's socket at /run/knet), the CNI directories are its.
@@ -173,49 +174,97 @@ impl KnetNode {
         ]
         .map(|(k, v)| (k.to_string(), v))
         .into();
+        let mut n = KnetNode { runtime, agent: None, index: i, paths, _pins: pins, config, _node: node };
+        n.run_agent(api);
+        n
+    }
+
+    /// The DaemonSet's pod on this node, as kubelet starts it: the
+    /// install-cni init container to completion, then the agent, ready by
+    /// the manifest's own readiness probe.
+    fn run_agent(&mut self, api: &KubeApi) {
+        let name = cluster::node_name(self.index);
         let ds = daemonset();
         let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert_eq!(pod.host_network, Some(true));
-        let meta = PodMeta { name: format!("knet-{i}"), namespace: "kube-system".into(), uid: unique_name("uid") };
-        let sandbox_config = Cri::sandbox_config(&meta, &runtime.cgroup_parent(&meta.uid), true);
-        let sandbox = runtime.cri().run_sandbox(sandbox_config.clone()).unwrap();
-        // The init container that installs the plugin, then the agent.
+        let cri = self.runtime.cri();
+        let meta = PodMeta {
+            name: format!("knet-{}", unique_name("pod")),
+            namespace: "kube-system".into(),
+            uid: unique_name("uid"),
+        };
+        let sandbox_config = Cri::sandbox_config(&meta, &self.runtime.cgroup_parent(&meta.uid), true);
+        let sandbox = cri.run_sandbox(sandbox_config.clone()).unwrap();
         let install = pod.init_containers.as_ref().unwrap().iter().find(|c| c.name == "install-cni").unwrap();
-        let id = runtime
-            .cri()
-            .run_container(&sandbox, &sandbox_config, container_config(install, &ds, &name, &paths, api))
+        let id = cri
+            .run_container(&sandbox, &sandbox_config, container_config(install, &ds, &name, &self.paths, api))
             .unwrap();
         wait::until("install-cni to finish", WAIT, || {
-            let s = runtime.cri().container_status(&id).ok()?.status?;
+            let s = cri.container_status(&id).ok()?.status?;
             (s.state == k8s_cri::v1::ContainerState::ContainerExited as i32).then_some(s.exit_code)
         })
-        .map(|code| assert_eq!(code, 0, "install-cni failed:\n{}", runtime.log_tail(40)))
+        .map(|code| assert_eq!(code, 0, "install-cni failed:\n{}", self.runtime.log_tail(40)))
         .unwrap();
-        assert!(runtime.cni_bin_dir().join("knet").is_file(), "install-cni did not install the plugin");
+        assert!(self.runtime.cni_bin_dir().join("knet").is_file(), "install-cni did not install the plugin");
         let agent = pod.containers.iter().find(|c| c.name == "knet-agent").unwrap();
-        let agent_container = runtime
-            .cri()
-            .run_container(&sandbox, &sandbox_config, container_config(agent, &ds, &name, &paths, api))
-            .unwrap_or_else(|e| panic!("{e:#}\n{}", runtime.log_tail(40)));
-        // The readiness probe, run as kubelet runs it.
+        let container = cri
+            .run_container(&sandbox, &sandbox_config, container_config(agent, &ds, &name, &self.paths, api))
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", self.runtime.log_tail(40)));
         let probe = agent.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap().command.clone().unwrap();
         wait::until("the agent's readiness probe to pass", WAIT, || {
-            let (code, _, _) = runtime.cri().exec_sync(&agent_container, &probe, 5).ok()?;
+            let (code, _, _) = cri.exec_sync(&container, &probe, 5).ok()?;
             (code == 0).then_some(())
         })
         .unwrap_or_else(|e| {
-            let out = runtime.cri().exec_sync(&agent_container, &probe, 5);
-            panic!("{e:#}: {out:?}\n{}", runtime.log_tail(40))
+            let out = cri.exec_sync(&container, &probe, 5);
+            panic!("{e:#}: {out:?}\n{}", self.runtime.log_tail(40))
         });
-        KnetNode { runtime, agent_container, _pins: pins, _config: config, node }
+        self.agent = Some((sandbox, container));
+    }
+
+    /// Deletes the agent's pod as kubelet does: the container stopped with
+    /// its grace period, then the sandbox.
+    fn remove_agent(&mut self) {
+        let (sandbox, container) = self.agent.take().expect("an agent pod");
+        let grace = daemonset().spec.unwrap().template.spec.unwrap().termination_grace_period_seconds.unwrap();
+        self.runtime.cri().stop_container(&container, grace).unwrap();
+        self.runtime.delete_pod(&sandbox).unwrap();
+    }
+
+    /// The agent's API socket as the host reaches it.
+    fn socket(&self) -> PathBuf {
+        self.runtime.host_path(Path::new("/run/knet/agent.sock"))
+    }
+
+    /// (id, tag) of the program on the tcx ingress of `link`.
+    fn program(&self, link: &str) -> (u64, String) {
+        let (status, v) =
+            knet_tests::agent::request(&self.socket(), "GET", &format!("/v1/datapath/links/{link}"), None).unwrap();
+        assert_eq!(status, 200, "{v}");
+        let ids = v["tcx_ingress_ids"].as_array().unwrap();
+        assert_eq!(ids.len(), 1, "{v}");
+        (ids[0]["id"].as_u64().unwrap(), ids[0]["tag"].as_str().unwrap().to_string())
+    }
+
+    /// A workload pod made through the CRI (once the runtime has taken the
+    /// agent's network configuration).
+    fn run_pod(&self, name: &str) -> knet_tests::containerd::Sandbox {
+        let meta = PodMeta { name: name.into(), namespace: "shop".into(), uid: unique_name("uid") };
+        let id =
+            wait::until("containerd to take the agent's CNI configuration", WAIT, || self.runtime.run_pod(&meta).ok())
+                .unwrap_or_else(|e| panic!("{e:#}\n{}", self.runtime.log_tail(40)));
+        self.runtime.sandbox(&id).unwrap()
     }
 }
 
-#[test]
-fn the_knet_image_run_as_the_daemonset_runs_it_forwards_pod_traffic_across_nodes() {
-    let image = PathBuf::from(
-        std::env::var_os("KNET_IMAGE_ARCHIVE").expect("run with `cargo xtask test` (it builds the image)"),
-    );
+/// A fabric with an HTTPS API server on the outside host listing both nodes.
+struct Control {
+    api: KubeApi,
+    _outside: Netns,
+    fabric: Netns,
+}
+
+fn control() -> Control {
     let fabric = Netns::new("fabric").unwrap();
     fabric.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
     fabric.ip(&["link", "set", "br0", "up"]).unwrap();
@@ -228,33 +277,33 @@ fn the_knet_image_run_as_the_daemonset_runs_it_forwards_pod_traffic_across_nodes
     for i in 0..2 {
         api.set_node(&cluster::node_name(i), cluster::node_address(i), Some(&cluster::pod_cidr(i)));
     }
+    // A node's bpffs, as the DaemonSet's mount-bpf-fs init container leaves it.
+    knet_tests::cmd::run(&knet_tests::agent::agent_binary().unwrap().display().to_string(), &["mount-bpffs"]).unwrap();
+    Control { api, _outside: outside, fabric }
+}
 
-    let nodes: Vec<KnetNode> = (0..2).map(|i| KnetNode::start(&fabric, i, &api, &image)).collect();
+fn image() -> PathBuf {
+    PathBuf::from(std::env::var_os("KNET_IMAGE_ARCHIVE").expect("run with `cargo xtask test` (it builds the image)"))
+}
+
+#[test]
+fn the_knet_image_run_as_the_daemonset_runs_it_forwards_pod_traffic_across_nodes() {
+    let c = control();
+    let nodes: Vec<KnetNode> = (0..2).map(|i| KnetNode::start(&c.fabric, i, &c.api, &image())).collect();
     for (i, n) in nodes.iter().enumerate() {
         // The agent wrote its network configuration into the runtime's directory.
         let conflist = std::fs::read_to_string(n.runtime.cni_conf_dir().join("10-knet.conflist")).unwrap();
         assert!(conflist.contains(&cluster::pod_cidr(i)), "{conflist}");
         // And cleared NetworkUnavailable on its own Node.
         wait::until("NetworkUnavailable cleared", WAIT, || {
-            let node = api.node(&cluster::node_name(i))?;
+            let node = c.api.node(&cluster::node_name(i))?;
             let conds = node["status"]["conditions"].as_array()?.clone();
             conds.iter().any(|c| c["type"] == "NetworkUnavailable" && c["status"] == "False").then_some(())
         })
         .unwrap();
     }
-
     // Pods made through the CRI, one per node, reach each other across nodes.
-    let pods: Vec<_> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let meta = PodMeta { name: format!("web-{i}"), namespace: "shop".into(), uid: unique_name("uid") };
-            let id =
-                wait::until("containerd to take the agent's CNI configuration", WAIT, || n.runtime.run_pod(&meta).ok())
-                    .unwrap_or_else(|e| panic!("{e:#}\n{}", n.runtime.log_tail(40)));
-            n.runtime.sandbox(&id).unwrap()
-        })
-        .collect();
+    let pods: Vec<_> = nodes.iter().enumerate().map(|(i, n)| n.run_pod(&format!("web-{i}"))).collect();
     for (i, p) in pods.iter().enumerate() {
         assert!(p.ready);
         assert!(p.ip.to_string().starts_with(&format!("10.244.{i}.")), "{}", p.ip);
@@ -262,14 +311,49 @@ fn the_knet_image_run_as_the_daemonset_runs_it_forwards_pod_traffic_across_nodes
     path_traffic::ping(&pods[0].netns, pods[1].ip, 2).unwrap();
     path_traffic::ping(&pods[1].netns, pods[0].ip, 2).unwrap();
     path_traffic::tcp_transfer(&pods[0].netns, &pods[1].netns, pods[1].ip, 1 << 20).unwrap();
-
     // The workload pods go while the agents still serve their CNI DEL.
     for (n, p) in nodes.iter().zip(&pods) {
         n.runtime.delete_pod(&p.id).unwrap();
     }
-    for n in &nodes {
-        let probe: Vec<String> = ["/usr/local/bin/knet-agent", "probe", "live"].map(String::from).into();
-        assert_eq!(n.runtime.cri().exec_sync(&n.agent_container, &probe, 5).unwrap().0, 0);
-        let _ = &n.node;
+}
+
+#[test]
+fn a_rolling_upgrade_of_the_daemonset_pod_to_another_build_loses_no_ping_and_stalls_no_stream() {
+    let upgrade = PathBuf::from(std::env::var_os("KNET_EBPF_UPGRADE_OBJECT").expect("run with `cargo xtask test`"));
+    let c = control();
+    let mut nodes: Vec<KnetNode> = (0..2).map(|i| KnetNode::start(&c.fabric, i, &c.api, &image())).collect();
+    let (p0, p1) = (nodes[0].run_pod("web-0"), nodes[1].run_pod("web-1"));
+    path_traffic::ping(&p1.netns, p0.ip, 1).unwrap();
+    let veth = p0.host_interfaces[0].clone();
+    let before = (nodes[0].program("eth0"), nodes[0].program(&veth));
+
+    // Pings every 2 ms and an iperf3 stream across node 0 while its agent
+    // pod is replaced by one whose eBPF programs are another build.
+    let ping = path_traffic::background_ping(&p1.netns, p0.ip, 3000, 2).unwrap();
+    let (stream, ()) = std::thread::scope(|s| {
+        let iperf = s.spawn(|| path_traffic::iperf3_seconds(&p1.netns, &p0.netns, p0.ip, 6));
+        std::thread::sleep(Duration::from_secs(2));
+        nodes[0].remove_agent();
+        std::fs::copy(&upgrade, nodes[0].config.0.join("upgrade.o")).unwrap();
+        let toml_path = nodes[0].config.0.join("agent.toml");
+        let text = std::fs::read_to_string(&toml_path).unwrap();
+        std::fs::write(&toml_path, format!("{text}ebpf_object = \"/etc/knet/upgrade.o\"\n")).unwrap();
+        nodes[0].run_agent(&c.api);
+        (iperf.join().unwrap(), ())
+    });
+    let stream = stream.unwrap();
+    let (sent, received) = ping.finish().unwrap();
+    assert!(sent >= 2000, "only {sent} pings were sent");
+    assert_eq!(sent, received, "pings were lost during the upgrade");
+    assert!(stream.len() >= 5, "{stream:?}");
+    for (second, bps) in stream.iter().enumerate() {
+        assert!(*bps > 0.0, "iperf3 stalled in second {second}: {stream:?}");
+    }
+    let after = (nodes[0].program("eth0"), nodes[0].program(&veth));
+    assert_ne!(after.0 .1, before.0 .1, "from_netdev on eth0 is not the new build's");
+    assert_ne!(after.1 .1, before.1 .1, "from_pod on the pod's veth is not the new build's");
+    path_traffic::ping(&p0.netns, p1.ip, 2).unwrap();
+    for (n, p) in nodes.iter().zip([&p0, &p1]) {
+        n.runtime.delete_pod(&p.id).unwrap();
     }
 }

@@ -10,7 +10,8 @@ use k8s_cri::v1::{
     ContainerStatusRequest, ContainerStatusResponse, CreateContainerRequest, ExecSyncRequest, ImageSpec,
     ImageStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode,
     NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest, PodSandboxStatusResponse,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest, VersionRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
+    VersionRequest,
 };
 use tokio::{net::UnixStream, runtime::Runtime};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -144,6 +145,17 @@ impl Cri {
         let id = self.call("CreateContainer", c.create_container(req))?.container_id;
         self.call("StartContainer", c.start_container(StartContainerRequest { container_id: id.clone() }))?;
         Ok(id)
+    }
+
+    /// StopContainer: SIGTERM, SIGKILL after `timeout_s` (kubelet sends the
+    /// pod's grace period).
+    pub fn stop_container(&self, id: &str, timeout_s: i64) -> Result<()> {
+        let mut c = self.runtime.clone();
+        self.call(
+            "StopContainer",
+            c.stop_container(StopContainerRequest { container_id: id.into(), timeout: timeout_s }),
+        )?;
+        Ok(())
     }
 
     pub fn container_status(&self, id: &str) -> Result<ContainerStatusResponse> {

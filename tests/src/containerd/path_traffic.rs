@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cmd, wait};
+use crate::{cmd, traffic::BackgroundPing, wait};
 
 /// The `nsenter` argument list that runs `program args` in the namespace
 /// at `netns`.
@@ -52,9 +52,41 @@ impl Drop for Server {
     }
 }
 
+/// `count` pings from `from` to `to`, one every `interval_ms`, in the
+/// background.
+pub fn background_ping(from: &Path, to: Ipv4Addr, count: u32, interval_ms: u32) -> Result<BackgroundPing> {
+    let args = BackgroundPing::args(to, count, interval_ms);
+    let full = exec_args(from, "ping", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    BackgroundPing::spawn(Command::new("nsenter").args(full))
+}
+
+/// An iperf3 TCP stream of `seconds` from `client` to `server` on
+/// `server_ip`: bits per second of each one-second interval.
+pub fn iperf3_seconds(client: &Path, server: &Path, server_ip: Ipv4Addr, seconds: u32) -> Result<Vec<f64>> {
+    let json = iperf3(client, server, server_ip, &["-t", &seconds.to_string()])?;
+    Ok(json["intervals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["sum"]["bits_per_second"].as_f64())
+        .collect())
+}
+
 /// `bytes` over TCP from `client` to an iperf3 server in `server` on
 /// `server_ip`; the bytes the server counted (none is a failure).
 pub fn tcp_transfer(client: &Path, server: &Path, server_ip: Ipv4Addr, bytes: u64) -> Result<u64> {
+    let json = iperf3(client, server, server_ip, &["-n", &bytes.to_string()])?;
+    let received =
+        json["end"]["sum_received"]["bytes"].as_u64().context("iperf3 JSON has no end.sum_received.bytes")?;
+    if received == 0 {
+        bail!("no bytes arrived at {server_ip}");
+    }
+    Ok(received)
+}
+
+/// One iperf3 client run (`length`: `-n BYTES` or `-t SECONDS`) against a
+/// one-off server; its JSON report.
+fn iperf3(client: &Path, server: &Path, server_ip: Ipv4Addr, length: &[&str]) -> Result<serde_json::Value> {
     let port = (6201 + NEXT_PORT.fetch_add(1, Ordering::Relaxed) % 1000).to_string();
     let ip = server_ip.to_string();
     let child = Command::new("nsenter")
@@ -68,8 +100,8 @@ pub fn tcp_transfer(client: &Path, server: &Path, server_ip: Ipv4Addr, bytes: u6
     wait::until(&format!("iperf3 to listen on {needle}"), Duration::from_secs(10), || {
         exec(server, "ss", &["-Htln"]).ok()?.contains(&needle).then_some(())
     })?;
-    let n = bytes.to_string();
-    let args = ["30", "iperf3", "-c", &ip, "-p", &port, "-n", &n, "-J", "--connect-timeout", "3000"];
+    let mut args = vec!["40", "iperf3", "-c", &ip, "-p", &port, "-J", "--connect-timeout", "3000"];
+    args.extend_from_slice(length);
     let full = exec_args(client, "timeout", &args)?;
     let out = cmd::output("nsenter", &full.iter().map(String::as_str).collect::<Vec<_>>())?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -77,10 +109,5 @@ pub fn tcp_transfer(client: &Path, server: &Path, server_ip: Ipv4Addr, bytes: u6
     if let Some(err) = json["error"].as_str() {
         bail!("iperf3 {} -> {server_ip}: {err}", client.display());
     }
-    let received =
-        json["end"]["sum_received"]["bytes"].as_u64().context("iperf3 JSON has no end.sum_received.bytes")?;
-    if received == 0 {
-        bail!("no bytes arrived at {server_ip}");
-    }
-    Ok(received)
+    Ok(json)
 }
