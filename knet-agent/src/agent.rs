@@ -108,6 +108,7 @@ impl Agent {
     }
 
     pub async fn add_endpoint(&mut self, req: &AddEndpoint) -> Result<Endpoint, AgentError> {
+        let started = std::time::Instant::now();
         let spec = endpoints::validate(req, self.serving()?)?;
         self.endpoints.check_new(&spec)?;
         let link = self
@@ -125,12 +126,19 @@ impl Agent {
         // The map entry first: once from_pod runs on the veth, the pod's own
         // packets must already pass the anti-spoofing lookup.
         self.dataplane.set_endpoint(endpoint.ip, endpoint.map_value())?;
+        let looked_up = started.elapsed();
         if let Err(e) = self.dataplane.attach_from_pod(&link.name, link.index) {
             self.dataplane.remove_endpoint(endpoint.ip)?;
             return Err(e.into());
         }
         self.endpoints.insert(endpoint.clone());
-        tracing::info!(ip = %endpoint.ip, veth = %endpoint.host_veth, "endpoint added");
+        tracing::info!(
+            ip = %endpoint.ip,
+            veth = %endpoint.host_veth,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            attach_ms = (started.elapsed() - looked_up).as_secs_f64() * 1e3,
+            "endpoint added"
+        );
         Ok(endpoint)
     }
 
