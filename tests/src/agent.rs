@@ -243,6 +243,19 @@ impl Agent {
         Ok(self.request("GET", "/v1/endpoints", None)?.1)
     }
 
+    /// IPs of the endpoints the agent lists, sorted.
+    pub fn endpoint_ips(&self) -> Result<Vec<String>> {
+        let v = self.endpoints()?;
+        let mut ips: Vec<String> = v
+            .as_array()
+            .with_context(|| format!("endpoints: {v}"))?
+            .iter()
+            .filter_map(|e| e["ip"].as_str().map(str::to_string))
+            .collect();
+        ips.sort();
+        Ok(ips)
+    }
+
     /// Keys of the kernel's `ENDPOINTS` map, sorted.
     pub fn map_ips(&self) -> Result<Vec<String>> {
         let (_, v) = self.request("GET", "/v1/datapath", None)?;

@@ -41,16 +41,7 @@ fn in_pod_cidr(ip: Ipv4Addr) -> bool {
 }
 
 fn endpoint_ips(agent: &Agent) -> Vec<String> {
-    let mut ips: Vec<String> = agent
-        .endpoints()
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["ip"].as_str().map(str::to_string))
-        .collect();
-    ips.sort();
-    ips
+    agent.endpoint_ips().unwrap()
 }
 
 /// A unique container ID, as a runtime's (alphanumeric).

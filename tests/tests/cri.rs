@@ -39,16 +39,7 @@ fn knet_veths(node: &Netns) -> Vec<String> {
 }
 
 fn endpoint_ips(agent: &Agent) -> Vec<String> {
-    let mut ips: Vec<String> = agent
-        .endpoints()
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["ip"].as_str().map(str::to_string))
-        .collect();
-    ips.sort();
-    ips
+    agent.endpoint_ips().unwrap()
 }
 
 fn sorted(ips: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
