@@ -57,8 +57,10 @@ pub struct SourceStatus {
     pub error: Option<String>,
     /// The source is in step with its world.
     pub in_sync: bool,
-    /// A reconcile is being applied right now.
+    /// A reconcile is in progress (resolving or writing).
     pub applying: bool,
+    /// Its changes are being written to the kernel right now.
+    pub writing: bool,
     /// When the source last confirmed its set, seconds since the epoch.
     pub last_sync: Option<u64>,
     /// How long the last successful reconcile took.
@@ -197,6 +199,7 @@ impl Reconciler {
                 error: None,
                 in_sync: false,
                 applying: false,
+                writing: false,
                 last_sync: None,
                 last_apply_ms: None,
             },
@@ -295,9 +298,14 @@ impl Reconciler {
                 return Err(e);
             }
         }
+        if !ops.is_empty() {
+            self.view.source.writing = true;
+            self.tx.send_replace(self.view.clone());
+        }
         let mut kernel = Kernel { maps: &mut self.maps, netlink: &self.netlink, agent: &self.agent };
         let applied = reconcile::apply(&mut kernel, &mut self.kernel, &ops).await;
         self.view.source.applying = false;
+        self.view.source.writing = false;
         applied?;
 
         self.next_hops = resolved.next_hops;

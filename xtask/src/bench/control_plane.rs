@@ -120,8 +120,9 @@ pub fn run(reps: u32, progress: impl Fn(&str)) -> Result<Vec<ControlSample>> {
 
         let started = Instant::now();
         api.bulk_load(&kube_api::bulk_nodes(NODES));
-        wait::until("the 10,000-node apply to start", LIMIT, || {
-            c.agents[0].status().ok()?["source"]["applying"].as_bool()?.then_some(())
+        // The ADD goes in while the reconcile writes to the kernel.
+        wait::until("the 10,000-node apply to write", LIMIT, || {
+            c.agents[0].status().ok()?["source"]["writing"].as_bool()?.then_some(())
         })?;
         push(ADD_BUSY, "ms", rep, add_ms(&net, &format!("busy{rep}"))?);
         let reconcile_ms = wait_programmed(&c, NODES as usize + 1, "the 10,000 nodes to be programmed")?;
