@@ -1,5 +1,7 @@
 //! Owns the loaded eBPF object: the bpffs pins, the programs' attach points
-//! and typed access to the maps. Nothing else touches BPF state.
+//! and typed access to the maps. The node maps are handed out once, as
+//! `NodeMaps`, to their one writer (the reconciler); nothing else touches
+//! BPF state.
 
 use std::{
     collections::HashMap,

@@ -272,19 +272,22 @@ impl Reconciler {
         }
     }
 
+    /// One reconcile, with `applying` (and `writing`) published while it
+    /// runs and cleared however it ends.
     async fn reconcile(&mut self, nodes: &NodeSet) -> Result<()> {
-        let started = Instant::now();
         self.view.source.applying = true;
         self.tx.send_replace(self.view.clone());
+        let result = self.resolve_and_apply(nodes).await;
+        self.view.source.applying = false;
+        self.view.source.writing = false;
+        result
+    }
+
+    async fn resolve_and_apply(&mut self, nodes: &NodeSet) -> Result<()> {
+        let started = Instant::now();
         let resolved =
-            reconcile::resolve(nodes, &self.local, &self.netlink, &self.next_hops, self.kernel.underlay.as_ref()).await;
-        let resolved = match resolved {
-            Ok(r) => r,
-            Err(e) => {
-                self.view.source.applying = false;
-                return Err(e);
-            }
-        };
+            reconcile::resolve(nodes, &self.local, &self.netlink, &self.next_hops, self.kernel.underlay.as_ref())
+                .await?;
         let ops = reconcile::plan(&self.kernel, &resolved.target);
         if !ops.is_empty() {
             tracing::info!(nodes = nodes.len(), changes = ops.len(), "applying node changes");
@@ -293,20 +296,14 @@ impl Reconciler {
             }
         }
         if resolved.local.is_some() {
-            if let Err(e) = host::enable_ip_forwarding() {
-                self.view.source.applying = false;
-                return Err(e);
-            }
+            host::enable_ip_forwarding()?;
         }
         if !ops.is_empty() {
             self.view.source.writing = true;
             self.tx.send_replace(self.view.clone());
         }
         let mut kernel = Kernel { maps: &mut self.maps, netlink: &self.netlink, agent: &self.agent };
-        let applied = reconcile::apply(&mut kernel, &mut self.kernel, &ops).await;
-        self.view.source.applying = false;
-        self.view.source.writing = false;
-        applied?;
+        reconcile::apply(&mut kernel, &mut self.kernel, &ops).await?;
 
         self.next_hops = resolved.next_hops;
         if let Some(me) = &resolved.local {

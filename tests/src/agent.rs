@@ -22,8 +22,8 @@ pub fn agent_binary() -> Result<PathBuf> {
 
 pub struct AgentOptions {
     pub node_name: String,
-    /// Empty: not configured (the kubernetes source reads it from the Node).
-    pub pod_cidr: String,
+    /// `None`: not configured (the kubernetes source reads it from the Node).
+    pub pod_cidr: Option<String>,
 }
 
 /// What the kubelet gives a pod to reach the API server.
@@ -83,8 +83,7 @@ impl Agent {
         let log = dir.join("agent.log");
         let config = dir.join("agent.toml");
         let pin_dir = format!("/sys/fs/bpf/{name}");
-        let pod_cidr =
-            if opts.pod_cidr.is_empty() { String::new() } else { format!("pod_cidr = {:?}\n", opts.pod_cidr) };
+        let pod_cidr = opts.pod_cidr.as_ref().map(|c| format!("pod_cidr = {c:?}\n")).unwrap_or_default();
         std::fs::write(
             &config,
             format!(

@@ -152,7 +152,7 @@ impl Cluster {
             }
         };
         for i in 0..nodes {
-            let cidr = if source == Source::Kubernetes { String::new() } else { pod_cidr(i) };
+            let cidr = (source == Source::File).then(|| pod_cidr(i));
             let opts = AgentOptions { node_name: node_name(i), pod_cidr: cidr };
             let agent = Agent::start_with(&cluster.nodes[i].ns, &opts, &extra)?;
             if source == Source::Kubernetes {

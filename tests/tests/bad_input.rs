@@ -57,7 +57,8 @@ fn bad_endpoint_requests_are_refused_and_change_nothing() {
     let a = node.add_pod("pod-a", Ipv4Addr::new(10, 244, 0, 2)).unwrap();
     let b = node.add_pod("pod-b", Ipv4Addr::new(10, 244, 0, 3)).unwrap();
     let agent =
-        Agent::start(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: "10.244.0.0/24".into() }).unwrap();
+        Agent::start(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: Some("10.244.0.0/24".into()) })
+            .unwrap();
     agent.add_pod(&a).unwrap();
     let before = snapshot(&agent);
 

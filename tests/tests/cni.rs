@@ -30,7 +30,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let node = Node::new("node", NODE_ADDRESS).unwrap();
     let agent =
-        Agent::start(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: POD_CIDR.into() }).unwrap();
+        Agent::start(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: Some(POD_CIDR.into()) }).unwrap();
     let net = KnetNetwork::new(&node.ns, POD_CIDR, agent.socket()).unwrap();
     Fixture { net, agent, node }
 }
@@ -531,9 +531,12 @@ fn with_a_node_source_routes_leaving_the_node_carry_the_agents_route_mtu_and_sam
     let nodes_file = dir.0.join("nodes");
     std::fs::write(&nodes_file, format!("node-0 {NODE_ADDRESS} {POD_CIDR}\n")).unwrap();
     let extra = format!("nodes_file = {:?}\nmode = \"vxlan\"\n", nodes_file.display().to_string());
-    let agent =
-        Agent::start_with(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: POD_CIDR.into() }, &extra)
-            .unwrap();
+    let agent = Agent::start_with(
+        &node.ns,
+        &AgentOptions { node_name: "node-0".into(), pod_cidr: Some(POD_CIDR.into()) },
+        &extra,
+    )
+    .unwrap();
     let (status, view) = agent.request("GET", "/v1/node", None).unwrap();
     assert_eq!((status, &view["route_mtu"]), (200, &json!(1450)), "{view}");
     let net = KnetNetwork::new(&node.ns, POD_CIDR, agent.socket()).unwrap();

@@ -260,7 +260,7 @@ fn an_agent_refuses_to_start_on_a_bad_node_file_naming_the_line() {
     let node = knet_tests::Node::on_fabric("node-late", cluster::node_address(5), &c.fabric, "n5").unwrap();
     c.write_nodes_file(&format!("{}{}node-5 192.168.77.15 10.244.0.128/25\n", cluster::node_line(0), "# late\n"))
         .unwrap();
-    let opts = knet_tests::AgentOptions { node_name: "node-5".into(), pod_cidr: "10.244.0.128/25".into() };
+    let opts = knet_tests::AgentOptions { node_name: "node-5".into(), pod_cidr: Some("10.244.0.128/25".into()) };
     let extra = format!("nodes_file = {:?}\n", c.nodes_file().display().to_string());
     let err = match knet_tests::Agent::start_with(&node.ns, &opts, &extra) {
         Ok(_) => panic!("the agent started on an overlapping node file"),

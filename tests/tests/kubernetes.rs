@@ -171,8 +171,7 @@ fn this_node_missing_or_without_a_pod_cidr_is_a_clear_error_and_not_ready() {
         conflist.display().to_string()
     );
     let agent =
-        Agent::start_with(&late.ns, &AgentOptions { node_name: "node-5".into(), pod_cidr: String::new() }, &extra)
-            .unwrap();
+        Agent::start_with(&late.ns, &AgentOptions { node_name: "node-5".into(), pod_cidr: None }, &extra).unwrap();
     let not_ready = |needle: &str| {
         wait::until(needle, WAIT, || {
             let (status, body) = agent.request("GET", "/readyz", None).ok()?;
@@ -256,8 +255,7 @@ fn an_agent_without_the_right_token_is_refused_and_not_ready() {
     let (_, _, refused_before) = api(&c).counts();
     let extra = format!("node_source = \"kubernetes\"\nkubeconfig = {:?}\n", bad.display().to_string());
     let agent =
-        Agent::start_with(&late.ns, &AgentOptions { node_name: "node-6".into(), pod_cidr: String::new() }, &extra)
-            .unwrap();
+        Agent::start_with(&late.ns, &AgentOptions { node_name: "node-6".into(), pod_cidr: None }, &extra).unwrap();
     wait::until("the refusal to show", WAIT, || {
         let (status, body) = agent.request("GET", "/readyz", None).ok()?;
         (status == 503 && body["error"].as_str()?.to_lowercase().contains("unauthorized")).then_some(())
@@ -319,7 +317,7 @@ fn an_agent_run_as_a_pod_reaches_the_api_over_https_with_its_service_account() {
     for (i, name) in [(5, "node-5"), (6, "node-6")] {
         api.set_node(name, cluster::node_address(i), Some(&format!("10.244.{i}.0/24")));
     }
-    let opts = |name: &str| AgentOptions { node_name: name.into(), pod_cidr: String::new() };
+    let opts = |name: &str| AgentOptions { node_name: name.into(), pod_cidr: None };
 
     // In-cluster: no kubeconfig, only what the kubelet gives a pod.
     let in_pod = Node::on_fabric("node-pod", cluster::node_address(5), &c.fabric, "n5").unwrap();

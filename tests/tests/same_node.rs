@@ -23,7 +23,7 @@ fn same_node() -> SameNode {
     let a = node.add_pod("pod-a", Ipv4Addr::new(10, 244, 0, 2)).unwrap();
     let b = node.add_pod("pod-b", Ipv4Addr::new(10, 244, 0, 3)).unwrap();
     let agent =
-        Agent::start(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: POD_CIDR.into() }).unwrap();
+        Agent::start(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: Some(POD_CIDR.into()) }).unwrap();
     agent.add_pod(&a).unwrap();
     agent.add_pod(&b).unwrap();
     SameNode { agent, a, b, node }

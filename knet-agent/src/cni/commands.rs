@@ -133,7 +133,7 @@ async fn add_steps(
     done: &mut Done,
     (host, alias): (&str, &str),
 ) -> Result<CniResult, CniError> {
-    wiring::create_veth_into(node, host, &args.ifname, conf.mtu, ns.as_fd()).await?;
+    wiring::create_veth(node, host, &args.ifname, conf.mtu, ns.as_fd()).await?;
     done.veth = Some(host.to_string());
     let missing = |name: &str| CniError::new(code::NETLINK, format!("{name} vanished after creation"));
     let host_link = wiring::link(node, host).await?.ok_or_else(|| missing(host))?;

@@ -10,8 +10,10 @@ pub fn host_veth(container_id: &str, ifname: &str) -> String {
     format!("knet{}", hash11(container_id, ifname))
 }
 
-/// The name the pod end has in the node's namespace for the moment between
-/// creation and its move into the pod's namespace.
+/// The name the pod end had in the node's namespace, between its creation
+/// and its move into the pod, in plugins before the pod end was created in
+/// the pod directly: DEL still removes one an interrupted ADD of such a
+/// plugin left behind.
 pub fn temp_peer(container_id: &str, ifname: &str) -> String {
     format!("kntp{}", hash11(container_id, ifname))
 }

@@ -89,21 +89,10 @@ pub async fn link(handle: &Handle, name: &str) -> Result<Option<Link>, CniError>
     }
 }
 
-/// Creates the veth pair `host` <-> `peer` (both in this namespace), the
-/// host end with `mtu`.
-pub async fn create_veth(handle: &Handle, host: &str, peer: &str, mtu: u32) -> Result<(), CniError> {
-    handle
-        .link()
-        .add(LinkVeth::new(host, peer).mtu(mtu).build())
-        .execute()
-        .await
-        .map_err(|e| netlink_error(format!("cannot create veth pair {host}/{peer}"), e))
-}
-
 /// Creates the veth pair with its pod end born in the pod's namespace `ns`
 /// under its final name `pod_ifname`: one request, and no namespace move
 /// (a move waits for the kernel's RCU grace periods, tens of milliseconds).
-pub async fn create_veth_into(
+pub async fn create_veth(
     handle: &Handle,
     host: &str,
     pod_ifname: &str,
@@ -126,16 +115,6 @@ pub async fn create_veth_into(
         .execute()
         .await
         .map_err(|e| netlink_error(format!("cannot create veth pair {host}/{pod_ifname} into the pod"), e))
-}
-
-/// Moves link `index` into the namespace `ns`, renamed `new_name`.
-pub async fn move_to_netns(handle: &Handle, index: u32, ns: BorrowedFd<'_>, new_name: &str) -> Result<(), CniError> {
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).setns_by_fd(ns.as_raw_fd()).name(new_name.to_string()).build())
-        .execute()
-        .await
-        .map_err(|e| netlink_error(format!("cannot move the pod's veth end into its namespace as {new_name}"), e))
 }
 
 /// Sets link `index` up, with `alias` if given and `mtu` if given.

@@ -63,15 +63,6 @@ impl Publisher {
         });
     }
 
-    /// The world was read again and still says the same.
-    pub fn confirmed(&self) {
-        self.tx.send_modify(|p| {
-            p.in_sync = true;
-            p.error = None;
-            p.last_sync = Some(SystemTime::now());
-        });
-    }
-
     /// The source lost step: the last set stays, with the reason.
     pub fn failed(&self, error: String) {
         self.tx.send_if_modified(|p| {

@@ -116,8 +116,10 @@ fn two_pods(knet: bool) -> Result<TwoPods> {
     let a = node.add_pod("bench-a", Ipv4Addr::new(10, 244, 0, 2))?;
     let b = node.add_pod("bench-b", Ipv4Addr::new(10, 244, 0, 3))?;
     let agent = if knet {
-        let agent =
-            Agent::start(&node.ns, &AgentOptions { node_name: "bench-0".into(), pod_cidr: "10.244.0.0/24".into() })?;
+        let agent = Agent::start(
+            &node.ns,
+            &AgentOptions { node_name: "bench-0".into(), pod_cidr: Some("10.244.0.0/24".into()) },
+        )?;
         agent.add_pod(&a)?;
         agent.add_pod(&b)?;
         Some(agent)
