@@ -131,6 +131,22 @@ impl Drop for RouteMonitor {
 #[test]
 fn a_410_gone_relists_without_withdrawing_a_route_that_still_exists() {
     let c = Cluster::kubernetes(3, 1, "vxlan").unwrap();
+    // Enough nodes that the relist takes several pages (500 each), named so
+    // that node-0 comes in the first and node-1 and node-2 in the last: a
+    // source that published a relist before its end would drop them.
+    let extra: Vec<_> = kube_api::bulk_nodes(1200)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, ip, cidr))| (format!("node-0-x{i:04}"), ip, cidr))
+        .collect();
+    for node in &c.nodes {
+        node.ns.ip(&["route", "add", kube_api::BULK_UNDERLAY, "via", &cluster::OUTSIDE.to_string()]).unwrap();
+    }
+    api(&c).set_nodes(&extra);
+    wait::until("the extra nodes to be programmed", WAIT, || {
+        (c.agents[0].status().ok()?["nodes"].as_u64()? == 1203).then_some(())
+    })
+    .unwrap();
     let monitor = RouteMonitor::start(&c.nodes[0].ns);
     let steady = traffic::BackgroundPing::start(&c.pods[0][0].ns, c.pods[1][0].ip, 150).unwrap();
     let (lists, _, _) = api(&c).counts();
