@@ -5,7 +5,9 @@
 //! assertion, because the kernel and userspace read the same bytes.
 #![no_std]
 
+pub mod csum;
 pub mod endpoint;
+pub mod icmp;
 pub mod node;
 pub mod stats;
 
@@ -20,6 +22,8 @@ pub mod map_names {
     pub const NODE_SUBNETS: &str = "NODE_SUBNETS";
     pub const NODES: &str = "NODES";
     pub const CONFIG: &str = "CONFIG";
+    /// Per-CPU ICMP error rate limit state; not pinned (a restart resets it).
+    pub const ICMP_RATE: &str = "ICMP_RATE";
 }
 
 /// Names of the programs in the eBPF object.

@@ -44,6 +44,12 @@ pub const VXLAN_PORT: u16 = 8472;
 /// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const VXLAN_OVERHEAD: u32 = 50;
 
+/// The link-local gateway every pod routes through. It is never on the
+/// wire: the pod's neighbour entry for it is static and names the host
+/// veth. ICMP errors the programs send carry it as their source when the
+/// node has no underlay address.
+pub const POD_GATEWAY: [u8; 4] = [169, 254, 1, 1];
+
 /// `CONFIG[0]`: this node's data path settings.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

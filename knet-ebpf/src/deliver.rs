@@ -4,17 +4,21 @@
 
 use aya_ebpf::programs::TcContext;
 use knet_common::{Endpoint, Stat};
+use network_types::eth::{EthHdr, EtherType};
 
-use crate::{parse, verdict};
+use crate::{
+    raw::{helpers, packet},
+    verdict::Verdict,
+};
 
-/// Delivers to `endpoint`, counted under `stat`.
+/// Delivers the IPv4 packet to `endpoint`, counted under `stat`.
 #[inline(always)]
-pub(crate) fn to_local_pod(ctx: &TcContext, endpoint: &Endpoint, stat: Stat) -> i32 {
-    if parse::set_macs(ctx, &endpoint.pod_mac, &endpoint.host_mac).is_err() {
-        // Callers parsed an Ethernet header already; this cannot be hit,
-        // but if it were, the stack is the safe place for the packet.
-        return verdict::pass(ctx, Stat::PassUnparsed);
+pub(crate) fn to_local_pod(ctx: &TcContext, endpoint: &Endpoint, stat: Stat) -> Verdict {
+    let eth = EthHdr { dst_addr: endpoint.pod_mac, src_addr: endpoint.host_mac, ether_type: EtherType::Ipv4 as u16 };
+    if packet::store(ctx, 0, eth).is_err() {
+        // Callers read an Ethernet header already, so this is not reached.
+        return Verdict::Drop(Stat::DropMalformed);
     }
-    parse::count(ctx, stat);
-    parse::redirect_peer(endpoint.host_ifindex)
+    packet::note_redirect(ctx, endpoint.host_ifindex, 0);
+    Verdict::Redirect { stat, ret: helpers::redirect_peer(endpoint.host_ifindex) }
 }

@@ -1,15 +1,19 @@
-//! knet's TC programs. One file per attach point; all raw pointer work and
-//! every other `unsafe` lives in `parse`.
+//! knet's TC programs. One file per attach point (`from_pod`,
+//! `from_netdev`, `to_netdev`); the steps they share each have a module;
+//! every `unsafe` lives in `raw`.
 #![no_std]
 #![no_main]
 
 mod deliver;
-mod encap;
 mod from_netdev;
 mod from_pod;
-mod maps;
-mod parse;
+mod headers;
+mod icmp;
+mod raw;
+mod remote;
+mod router;
 mod to_netdev;
+mod tunnel;
 mod verdict;
 
 #[cfg(not(test))]

@@ -1,23 +1,46 @@
-//! Ending a program: every verdict is counted before it is returned.
+//! How a program ends: every packet is counted once, under the verdict or
+//! drop reason that decided it, after the decision took effect.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
     programs::TcContext,
 };
 use knet_common::Stat;
 
-use crate::parse;
+use crate::raw::{maps, packet};
 
-/// Hand the packet to the host stack, counted under `stat`.
-#[inline(always)]
-pub(crate) fn pass(ctx: &TcContext, stat: Stat) -> i32 {
-    parse::count(ctx, stat);
-    TC_ACT_OK
+pub(crate) enum Verdict {
+    /// Hand the packet to the host stack.
+    Pass(Stat),
+    Drop(Stat),
+    /// A redirect helper ran and returned `ret`; counted under `stat` only
+    /// if the helper accepted it.
+    Redirect {
+        stat: Stat,
+        ret: i32,
+    },
 }
 
-/// Drop the packet, counted under its drop reason.
+/// Counts the verdict and turns it into the TC return code.
 #[inline(always)]
-pub(crate) fn drop_with(ctx: &TcContext, reason: Stat) -> i32 {
-    parse::count(ctx, reason);
-    TC_ACT_SHOT
+pub(crate) fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
+    let len = packet::len(ctx);
+    match verdict {
+        Verdict::Pass(stat) => {
+            maps::count(stat, len);
+            TC_ACT_OK
+        }
+        Verdict::Drop(reason) => {
+            maps::count(reason, len);
+            TC_ACT_SHOT
+        }
+        Verdict::Redirect { stat, ret } if ret == TC_ACT_REDIRECT => {
+            maps::count(stat, len);
+            ret
+        }
+        Verdict::Redirect { .. } => {
+            maps::count(Stat::DropRedirectFailed, len);
+            TC_ACT_SHOT
+        }
+    }
 }

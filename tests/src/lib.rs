@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod containerd;
+pub mod frames;
 pub mod kube_api;
 pub mod libcni;
 pub mod netns;

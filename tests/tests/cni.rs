@@ -654,6 +654,6 @@ fn a_two_node_vxlan_cluster_wired_by_the_plugin_has_full_pod_to_pod_connectivity
     for (n, agent) in c.agents.iter().enumerate() {
         assert!(agent.stat("redirect_tunnel").unwrap().0 > 100, "node {n} tunnelled nothing");
         assert!(agent.stat("deliver_from_node").unwrap().0 > 100, "node {n} delivered nothing from the other");
-        assert_eq!(agent.stat("drop_too_big_for_tunnel").unwrap().0, 0);
+        assert_eq!(agent.stat("drop_too_big").unwrap().0, 0);
     }
 }

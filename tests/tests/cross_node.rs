@@ -169,7 +169,7 @@ fn full_size_packets_work_at_the_reduced_mtu() {
     let said = format!("{}{}", String::from_utf8_lossy(&too_big.stdout), String::from_utf8_lossy(&too_big.stderr));
     assert!(said.contains("mtu = 1450") || said.contains("too long"), "not refused locally: {said}");
     // Same-node pods keep the full MTU.
-    assert_eq!(c.agents[1].stat("drop_too_big_for_tunnel").unwrap().0, 0);
+    assert_eq!(c.agents[1].stat("drop_too_big").unwrap().0, 0);
 }
 
 fn generation(c: &Cluster, i: usize) -> u64 {

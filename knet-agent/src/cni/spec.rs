@@ -23,9 +23,11 @@ pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1
 /// The version knet answers in when the caller's is unknown.
 pub const LATEST_VERSION: &str = "1.1.0";
 
-/// The link-local gateway every pod routes through. It is never on the
-/// wire: the pod's neighbour entry for it is static and names the host veth.
-pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The link-local gateway every pod routes through (`knet_common`'s).
+pub const POD_GATEWAY: Ipv4Addr = {
+    let [a, b, c, d] = knet_common::node::POD_GATEWAY;
+    Ipv4Addr::new(a, b, c, d)
+};
 
 pub const DEFAULT_MTU: u32 = 1500;
 pub const DEFAULT_AGENT_SOCKET: &str = "/run/knet/agent.sock";

@@ -1,0 +1,103 @@
+//! Every map the programs use, each wrapped once. Names and layouts come
+//! from `knet-common`; the node and endpoint maps and the counters are
+//! pinned by name so that they outlive an agent restart.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+};
+use knet_common::{
+    endpoint::MAX_ENDPOINTS,
+    icmp::icmp_allowed,
+    node::{DataplaneConfig, NodeInfo, NodeSubnet, LPM_FLAGS, MAX_NODES, MODE_LOCAL_ONLY},
+    Counter, Endpoint, Stat, STAT_SLOTS,
+};
+
+/// Local pod IPv4 address (wire order, see `knet_common::ipv4_key`) -> how
+/// to deliver to it.
+#[map(name = "ENDPOINTS")]
+static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+/// Pod subnet of every node -> the node's underlay address.
+#[map(name = "NODE_SUBNETS")]
+static NODE_SUBNETS: LpmTrie<u32, NodeSubnet> = LpmTrie::pinned(MAX_NODES, LPM_FLAGS);
+
+/// Underlay address of every known node: the tunnel sources accepted.
+#[map(name = "NODES")]
+static NODES: HashMap<u32, NodeInfo> = HashMap::pinned(MAX_NODES, 0);
+
+/// This node's data path settings, slot 0.
+#[map(name = "CONFIG")]
+static CONFIG: Array<DataplaneConfig> = Array::pinned(1, 0);
+
+/// Per-CPU packet and byte counters, indexed by `knet_common::Stat`.
+#[map(name = "STATS")]
+static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STAT_SLOTS, 0);
+
+/// Per-CPU state of the ICMP error rate limit (see `icmp_allowed`).
+#[map(name = "ICMP_RATE")]
+static ICMP_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// A copy of the local endpoint with this address, if there is one.
+#[inline(always)]
+pub(crate) fn endpoint(ip: u32) -> Option<Endpoint> {
+    // SAFETY: the pointer comes from a successful lookup and is read once,
+    // by value; a concurrent update can at worst give a stale copy.
+    ENDPOINTS.get_ptr(ip).map(|p| unsafe { p.read() })
+}
+
+/// The node subnet containing `ip`, longest prefix first.
+#[inline(always)]
+pub(crate) fn node_subnet(ip: u32) -> Option<NodeSubnet> {
+    NODE_SUBNETS.get(Key::new(32, ip)).copied()
+}
+
+/// Whether `ip` is the underlay address of a known node.
+#[inline(always)]
+pub(crate) fn is_known_node(ip: u32) -> bool {
+    NODES.get_ptr(ip).is_some()
+}
+
+/// This node's settings; all zero (local-only) until the agent writes them.
+#[inline(always)]
+pub(crate) fn config() -> DataplaneConfig {
+    CONFIG.get(0).copied().unwrap_or(DataplaneConfig {
+        mode: MODE_LOCAL_ONLY,
+        vni: 0,
+        underlay_ifindex: 0,
+        underlay_mtu: 0,
+        node_ip: 0,
+    })
+}
+
+/// Counts one packet of `bytes` under `stat`.
+#[inline(always)]
+pub(crate) fn count(stat: Stat, bytes: u32) {
+    if let Some(counter) = STATS.get_ptr_mut(stat.slot()) {
+        // SAFETY: a per-CPU slot from a successful lookup; only this CPU
+        // writes it, and programs are not preempted mid-run.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += u64::from(bytes);
+        }
+    }
+}
+
+/// Takes one ICMP error from this CPU's rate limit at `now` (ns); `false`
+/// if the limit refuses it.
+#[inline(always)]
+pub(crate) fn take_icmp_token(now: u64) -> bool {
+    let Some(tat) = ICMP_RATE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot from a successful lookup, as in `count`.
+    unsafe {
+        match icmp_allowed(*tat, now) {
+            Some(next) => {
+                *tat = next;
+                true
+            }
+            None => false,
+        }
+    }
+}

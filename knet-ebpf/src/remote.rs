@@ -1,0 +1,47 @@
+//! Sending to other nodes: VXLAN encapsulated by the programs, or native
+//! routing, both out of the underlay with `bpf_redirect_neigh`.
+
+use aya_ebpf::programs::TcContext;
+use knet_common::{
+    node::{DataplaneConfig, MODE_NATIVE, MODE_VXLAN},
+    Stat,
+};
+
+use crate::{
+    raw::{helpers, packet},
+    tunnel,
+    verdict::Verdict,
+};
+
+/// Sends the packet to the node at `node_ip` (underlay, wire order),
+/// counted under `stat`.
+#[inline(always)]
+pub(crate) fn to_node(ctx: &TcContext, cfg: &DataplaneConfig, node_ip: u32, stat: Stat) -> Verdict {
+    match cfg.mode {
+        MODE_VXLAN => {
+            if let Err(reason) = tunnel::encap(ctx, cfg, node_ip) {
+                return Verdict::Drop(reason);
+            }
+            // The outer destination is the node; the kernel's route to it
+            // picks the next hop, so routed underlays work too.
+            by_route(ctx, cfg, stat)
+        }
+        MODE_NATIVE => {
+            packet::note_redirect(ctx, cfg.underlay_ifindex, node_ip);
+            Verdict::Redirect { stat, ret: helpers::redirect_neigh(cfg.underlay_ifindex, Some(node_ip)) }
+        }
+        _ => Verdict::Pass(Stat::PassToStack),
+    }
+}
+
+/// Sends the packet out of the underlay to the next hop of the host's
+/// route to its destination.
+#[inline(always)]
+pub(crate) fn by_route(ctx: &TcContext, cfg: &DataplaneConfig, stat: Stat) -> Verdict {
+    if cfg.underlay_ifindex == 0 {
+        // Local-only: no underlay to send it out of.
+        return Verdict::Drop(Stat::DropRedirectFailed);
+    }
+    packet::note_redirect(ctx, cfg.underlay_ifindex, 0);
+    Verdict::Redirect { stat, ret: helpers::redirect_neigh(cfg.underlay_ifindex, None) }
+}
