@@ -65,7 +65,13 @@ impl RawConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+        Self::from_toml(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// The config file's text as settings (not yet validated: see
+    /// [`Config::try_from`]).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
     }
 
     /// Fields set in `over` win over the ones in `self`.
@@ -273,7 +279,7 @@ mod tests {
         assert_eq!(Config::try_from(r.clone()).unwrap().mode, Mode::Vxlan);
         r.mode = Some(Mode::Native);
         assert_eq!(Config::try_from(r.clone()).unwrap().mode, Mode::Native);
-        let err = toml::from_str::<RawConfig>("mode = \"geneve\"\n").unwrap_err();
+        let err = RawConfig::from_toml("mode = \"geneve\"\n").unwrap_err();
         assert!(err.to_string().contains("geneve"), "{err}");
         r.mode = None;
         r.vni = Some(1 << 24);
@@ -298,7 +304,7 @@ mod tests {
         assert!(Config::try_from(r.clone()).unwrap_err().to_string().contains("needs nodes_file"));
         r.node_source = None;
         assert!(Config::try_from(r).unwrap_err().to_string().contains("pod_cidr is not set"));
-        let file: RawConfig = toml::from_str("node_source = \"kubernetes\"\nmode = \"native\"\n").unwrap();
+        let file = RawConfig::from_toml("node_source = \"kubernetes\"\nmode = \"native\"\n").unwrap();
         assert_eq!((file.node_source, file.mode), (Some(SourceKind::Kubernetes), Some(Mode::Native)));
     }
 
@@ -313,7 +319,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = toml::from_str::<RawConfig>("node_name = \"a\"\npod_cdr = \"10.0.0.0/24\"\n").unwrap_err();
+        let err = RawConfig::from_toml("node_name = \"a\"\npod_cdr = \"10.0.0.0/24\"\n").unwrap_err();
         assert!(err.to_string().contains("pod_cdr"), "{err}");
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::spec::{code, is_supported, parse_version, CniError, CniResult, ErrorJson};
+use super::spec::{code, is_supported, parse_prev_result, parse_version, CniError, CniResult, ErrorJson};
 
 /// How long an IPAM plugin may take (host-local takes milliseconds; a
 /// stuck one must not hang the runtime).
@@ -120,15 +120,14 @@ fn delegate_version(conf_version: &str, supported: &[String]) -> Option<String> 
 
 /// The configuration with `cniVersion` (and its `prevResult`'s format)
 /// set to `version`.
-fn at_version(stdin: &[u8], version: &str) -> Result<Vec<u8>, CniError> {
+pub fn at_version(stdin: &[u8], version: &str) -> Result<Vec<u8>, CniError> {
     let decode = |e: serde_json::Error| {
         CniError::new(code::DECODE, "the network configuration is not a JSON object").with_details(e.to_string())
     };
     let mut conf: Map<String, Value> = serde_json::from_slice(stdin).map_err(decode)?;
     conf.insert("cniVersion".into(), Value::from(version));
     if let Some(prev) = conf.get_mut("prevResult").filter(|p| p.is_object()) {
-        let result: CniResult = serde_json::from_value(prev.clone())
-            .map_err(|e| CniError::new(code::DECODE, "prevResult is not a CNI result").with_details(e.to_string()))?;
+        let result = parse_prev_result(prev.clone())?;
         *prev = serde_json::to_value(result.for_version(version)).expect("CNI types serialize");
     }
     Ok(serde_json::to_vec(&conf).expect("JSON serializes"))

@@ -253,13 +253,10 @@ fn validate(raw: RawNetConf) -> Result<NetConf, CniError> {
     {
         return Err(invalid(format!("ipam.type {:?} is not a plugin name", ipam.plugin_type)));
     }
-    let prev_result =
-        match raw.prev_result {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(serde_json::from_value(v).map_err(|e| {
-                CniError::new(code::DECODE, "prevResult is not a CNI result").with_details(e.to_string())
-            })?),
-        };
+    let prev_result = match raw.prev_result {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(parse_prev_result(v)?),
+    };
     Ok(NetConf {
         cni_version: raw.cni_version,
         name: raw.name,
@@ -269,6 +266,13 @@ fn validate(raw: RawNetConf) -> Result<NetConf, CniError> {
         dns: raw.dns,
         prev_result,
     })
+}
+
+/// A configuration's `prevResult`: a decode error (6) if it is not a CNI
+/// result.
+pub fn parse_prev_result(value: Value) -> Result<CniResult, CniError> {
+    serde_json::from_value(value)
+        .map_err(|e| CniError::new(code::DECODE, "prevResult is not a CNI result").with_details(e.to_string()))
 }
 
 /// The spec's rule for network names.
