@@ -35,7 +35,8 @@ impl FromStr for MacAddr {
         let mut parts = s.split(':');
         for byte in &mut out {
             let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
+            // from_str_radix alone would take a sign: "+f" as 0x0f.
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad());
             }
             *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
@@ -80,6 +81,8 @@ mod tests {
             "0242:0a:f4:00:05:0",
             "zz:42:0a:f4:00:05",
             "2:42:0a:f4:00:05",
+            // Found by the mac fuzz target: a sign taken as a digit.
+            "+2:42:0a:f4:00:05",
         ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} accepted");
         }
