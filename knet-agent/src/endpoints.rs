@@ -168,6 +168,7 @@ mod tests {
             (req("10.244.3.7", "a-name-that-is-too-long", "02:00:00:00:00:01"), "interface name"),
             (req("10.244.3.7", "a/b", "02:00:00:00:00:01"), "interface name"),
             (req("10.244.3.7", "kv1", "02:00:00:00:01"), "MAC"),
+            (req("10.244.3.7", "kv1", "+2:00:00:00:00:01"), "MAC"),
             (req("10.244.3.7", "kv1", "ff:ff:ff:ff:ff:ff"), "unicast"),
         ] {
             let err = validate(&r, cidr()).unwrap_err();
