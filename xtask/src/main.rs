@@ -1,9 +1,10 @@
 //! Developer and CI workflows for knet: `setup`, `build-ebpf`, `build`,
-//! `run`, `test`, `bench`, `image`. Every command that builds eBPF makes
+//! `run`, `test`, `fuzz`, `bench`, `image`. Every command that builds eBPF makes
 //! the machine ready first (see `setup`).
 
 mod bench;
 mod build;
+mod fuzz;
 mod image;
 mod libcni;
 mod packages;
@@ -38,11 +39,15 @@ enum Command {
     /// pods added through the CNI plugin), its connectivity matrix, until
     /// Ctrl-C.
     Run(run::RunArgs),
-    /// Unit tests, then the namespace integration tests one at a time.
+    /// Unit tests, a short run of every fuzz target, then the namespace
+    /// integration tests one at a time.
     Test {
         /// Only integration tests whose name contains this.
         filter: Option<String>,
     },
+    /// Every parser of outside input under libFuzzer (fuzz/), each target
+    /// for a set time.
+    Fuzz(fuzz::FuzzArgs),
     /// Throughput of knet against the kernel's own paths, side by side.
     Bench(bench::BenchArgs),
     /// The container image, built offline from the release binaries, as an
@@ -58,6 +63,7 @@ fn main() -> Result<()> {
         Command::Build { release } => build::all(&setup::ensure_ready()?, release).map(drop),
         Command::Run(args) => run::run(args),
         Command::Test { filter } => test::run(filter.as_deref()),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Image => image::run(),
     }

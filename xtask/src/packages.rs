@@ -41,6 +41,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/include/stdio.h", "libc6-dev"),
 ];
 
+/// What the fuzz targets' build needs beyond Rust: libfuzzer-sys compiles
+/// libFuzzer (C++).
+pub const FUZZ_TOOLS: &[(&str, &str)] = &[("c++", "g++")];
+
 fn on_path(cmd: &str) -> bool {
     if cmd.starts_with('/') {
         return std::path::Path::new(cmd).exists();
@@ -50,7 +54,12 @@ fn on_path(cmd: &str) -> bool {
 
 /// Installs the packages of every missing tool with apt-get (as root).
 pub fn ensure_tools() -> Result<()> {
-    let mut missing: Vec<&str> = TOOLS.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
+    ensure(TOOLS)
+}
+
+/// Installs the packages of the missing ones of `tools`.
+pub fn ensure(tools: &[(&str, &str)]) -> Result<()> {
+    let mut missing: Vec<&str> = tools.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
     missing.sort_unstable();
     missing.dedup();
     if missing.is_empty() {

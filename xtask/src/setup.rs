@@ -21,6 +21,9 @@ use crate::{packages, root, step};
 /// bpf-linker release known to link with LLVM 21 to 23.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// cargo-fuzz release whose flags (`-s none`) build on stable.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// How to invoke the toolchain that builds the eBPF crate.
 pub struct EbpfToolchain {
     /// `+nightly` or `+stable`, for cargo and rustc.
@@ -175,4 +178,34 @@ fn ensure_bpf_linker(toolchain: &str) -> Result<PathBuf> {
 
 fn linker_runs(linker: &Path) -> bool {
     Command::new(linker).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// cargo-fuzz, installed once into `.cache/` from its own lockfile; the
+/// binary. It runs the workspace's toolchain (stable): with no sanitizer
+/// its libFuzzer instrumentation needs no nightly flag.
+pub fn ensure_cargo_fuzz() -> Result<PathBuf> {
+    // libfuzzer-sys builds libFuzzer's C++ into every target.
+    packages::ensure(packages::FUZZ_TOOLS)?;
+    let base = cache_dir().join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"));
+    let bin = base.join("bin/cargo-fuzz");
+    let runs = |bin: &Path| {
+        Command::new(bin).arg("--version").output().is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).trim() == format!("cargo-fuzz {CARGO_FUZZ_VERSION}")
+        })
+    };
+    if runs(&bin) {
+        return Ok(bin);
+    }
+    step(format!("installing cargo-fuzz {CARGO_FUZZ_VERSION} into {} (about two minutes, once)", base.display()));
+    let status = Command::new("cargo")
+        .args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked", "--force", "--root"])
+        .arg(&base)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .status()
+        .context("cannot run cargo install")?;
+    if !status.success() || !runs(&bin) {
+        bail!("installing cargo-fuzz failed (see above); it needs crates.io");
+    }
+    Ok(bin)
 }

@@ -1,11 +1,15 @@
-//! `cargo xtask test`: unit tests, then the namespace integration tests one
-//! at a time (they share the kernel: namespaces, bpffs, tcx).
+//! `cargo xtask test`: unit tests, a short run of every fuzz target, then
+//! the namespace integration tests one at a time (they share the kernel:
+//! namespaces, bpffs, tcx).
 
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, libcni, root, setup, step};
+use crate::{build, fuzz, libcni, root, setup, step};
+
+/// Each fuzz target's time in a test run: its seeds and then some.
+const FUZZ_SECONDS: u64 = 10;
 
 pub fn require_root(what: &str) -> Result<()> {
     let out = Command::new("id").arg("-u").output().context("cannot run id")?;
@@ -27,6 +31,9 @@ pub fn run(filter: Option<&str>) -> Result<()> {
 
     step("unit tests");
     cargo_test(&["--lib", "--bins"], &[], &object, &upgrade, &image, &bin_dir)?;
+
+    step("fuzz targets, a short run each");
+    fuzz::fuzz(FUZZ_SECONDS, false, None)?;
 
     step("namespace integration tests, one at a time");
     let mut extra = vec!["--test-threads=1"];
