@@ -136,6 +136,24 @@ fn tunnel() -> Vec<Row> {
             from_node_b(&udp_ip(OUTSIDE, POD_2.ip), &payload()),
             Drop(Stat::DropTunnelForgedSource, Same),
         ),
+        row(
+            "inner source node C's address",
+            vxlan(),
+            from_node_b(&udp_ip(NODE_C, POD_2.ip), &payload()),
+            Drop(Stat::DropTunnelForgedSource, Same),
+        ),
+        row(
+            "inner source this node's address",
+            vxlan(),
+            from_node_b(&udp_ip(NODE_IP, POD_2.ip), &payload()),
+            Drop(Stat::DropTunnelForgedSource, Same),
+        ),
+        row(
+            "from node C, inner source a pod of node C: accepted",
+            vxlan(),
+            tunnelled(&outer_ip(NODE_C, NODE_IP), VNI, &inner_frame(&udp_ip(POD_C, POD_2.ip), &payload())),
+            delivered(&udp_ip(POD_C, POD_2.ip)),
+        ),
         row("another VNI", vxlan(), from_b(&outer, VNI + 1), Pass(Stat::PassOtherVni, Same)),
         row("no VNI (I flag clear): not VXLAN", vxlan(), without_i_flag, Pass(Stat::PassUnderlay, Same)),
         row(

@@ -225,6 +225,7 @@ fn addresses() -> Vec<Row> {
         ),
         row("to the outside world", vxlan(), sent(&to(OUTSIDE)), Pass(Stat::PassToStack, Same)),
         row("to this node's underlay address", vxlan(), sent(&to(NODE_IP)), Pass(Stat::PassToStack, Same)),
+        row("to the pod gateway", vxlan(), sent(&to(POD_GATEWAY)), Pass(Stat::PassToStack, Same)),
         row("to a pod of node B in local-only mode", local_only(), sent(&to(POD_B)), Pass(Stat::PassToStack, Same)),
         Row {
             // A GSO skb of no GSO type: the kernel will not grow it.
