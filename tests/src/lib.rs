@@ -15,6 +15,7 @@ pub mod frames;
 pub mod kube_api;
 pub mod libcni;
 pub mod netns;
+pub mod test_run;
 pub mod topology;
 pub mod traffic;
 pub mod wait;
