@@ -80,6 +80,7 @@ impl Dataplane {
         ensure_bpffs(bpffs_root)?;
         let links_dir = pin_dir.join("links");
         std::fs::create_dir_all(&links_dir).with_context(|| format!("cannot create {}", links_dir.display()))?;
+        crate::pinned_maps::check(pin_dir)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(bytes)

@@ -1,5 +1,5 @@
 //! Netlink views and changes of this node's network: the links the agent
-//! attaches to, the underlay, and the routes to other nodes' pod subnets.
+//! attaches to, the underlay, and the routes for pod subnets.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -10,7 +10,7 @@ use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
         link::{LinkAttribute, LinkMessage},
-        route::{RouteAddress, RouteAttribute, RouteMetric, RouteProtocol},
+        route::{RouteAddress, RouteAttribute, RouteMetric, RouteProtocol, RouteType},
     },
     Handle, RouteMessageBuilder,
 };
@@ -30,12 +30,15 @@ pub struct Link {
     pub mtu: u32,
 }
 
-/// A route to another node's pod subnet, as the agent installs it.
+/// A route for a pod subnet, as the agent installs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeRoute {
-    pub via: Ipv4Addr,
-    pub oif: u32,
-    pub mtu: Option<u32>,
+pub enum NodeRoute {
+    /// Another node's subnet: via the next hop toward that node.
+    Via { via: Ipv4Addr, oif: u32, mtu: Option<u32> },
+    /// This node's own subnet: each pod has a /32 route of its own, so
+    /// what matches here is an address no pod has. Unreachable, rather
+    /// than left to the default route, which would carry it off the node.
+    Unreachable,
 }
 
 /// Where the kernel sends packets for an address.
@@ -105,30 +108,36 @@ impl Netlink {
 
     /// Adds or replaces the route to `dst`.
     pub async fn replace_route(&self, dst: Ipv4Net, route: NodeRoute) -> Result<()> {
-        let NodeRoute { via: gateway, oif, mtu } = route;
-        let mut msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        let builder = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dst.network(), dst.prefix_len())
-            .gateway(gateway)
-            .output_interface(oif)
-            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
-            .build();
-        if let Some(mtu) = mtu {
-            msg.attributes.push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
-        }
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .with_context(|| format!("cannot install route {dst} via {gateway}"))
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
+        let msg = match route {
+            NodeRoute::Via { via, oif, mtu } => {
+                let mut msg = builder.gateway(via).output_interface(oif).build();
+                if let Some(mtu) = mtu {
+                    msg.attributes.push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(mtu)]));
+                }
+                msg
+            }
+            NodeRoute::Unreachable => builder.kind(RouteType::Unreachable).build(),
+        };
+        self.handle.route().add(msg).replace().execute().await.with_context(|| match route {
+            NodeRoute::Via { via, .. } => format!("cannot install route {dst} via {via}"),
+            NodeRoute::Unreachable => format!("cannot install the unreachable route for {dst}"),
+        })
     }
 
-    /// Removes the route to `dst` that the agent installed; gone already is fine.
-    pub async fn delete_route(&self, dst: Ipv4Net) -> Result<()> {
+    /// Removes the route to `dst` that the agent installed (the kernel
+    /// matches the type too); gone already is fine.
+    pub async fn delete_route(&self, dst: Ipv4Net, route: NodeRoute) -> Result<()> {
+        let kind = match route {
+            NodeRoute::Via { .. } => RouteType::Unicast,
+            NodeRoute::Unreachable => RouteType::Unreachable,
+        };
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dst.network(), dst.prefix_len())
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .kind(kind)
             .build();
         match self.handle.route().del(msg).execute().await {
             Ok(()) => Ok(()),
@@ -145,14 +154,14 @@ impl Netlink {
             if msg.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL) {
                 continue;
             }
-            let (mut dst, mut route) = (None, NodeRoute { via: Ipv4Addr::UNSPECIFIED, oif: 0, mtu: None });
+            let (mut dst, mut via, mut oif, mut mtu) = (None, Ipv4Addr::UNSPECIFIED, 0, None);
             for attr in &msg.attributes {
                 match attr {
                     RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(*d),
-                    RouteAttribute::Gateway(RouteAddress::Inet(gw)) => route.via = *gw,
-                    RouteAttribute::Oif(i) => route.oif = *i,
+                    RouteAttribute::Gateway(RouteAddress::Inet(gw)) => via = *gw,
+                    RouteAttribute::Oif(i) => oif = *i,
                     RouteAttribute::Metrics(metrics) => {
-                        route.mtu = metrics.iter().find_map(|m| match m {
+                        mtu = metrics.iter().find_map(|m| match m {
                             RouteMetric::Mtu(v) => Some(*v),
                             _ => None,
                         })
@@ -160,6 +169,10 @@ impl Netlink {
                     _ => {}
                 }
             }
+            let route = match msg.header.kind {
+                RouteType::Unreachable => NodeRoute::Unreachable,
+                _ => NodeRoute::Via { via, oif, mtu },
+            };
             if let Some(d) = dst {
                 out.push((Ipv4Net::new(d, msg.header.destination_prefix_length)?, route));
             }

@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod host;
 pub mod mac;
 pub mod masquerade;
+pub mod pinned_maps;
 pub mod reconcile;
 pub mod reconciler;
 pub mod sources;

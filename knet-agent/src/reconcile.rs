@@ -299,7 +299,11 @@ pub async fn resolve(
     if desired.is_empty() {
         let config =
             DataplaneConfig { mode: MODE_LOCAL_ONLY, vni: 0, underlay_ifindex: 0, underlay_mtu: 0, node_ip: 0 };
-        let target = Target { config, entries: Entries::default(), masquerade: None, underlay: None };
+        let mut entries = Entries::default();
+        if let Some(cidr) = local.pod_cidr {
+            own_subnet(&mut entries, cidr, Ipv4Addr::UNSPECIFIED);
+        }
+        let target = Target { config, entries, masquerade: None, underlay: None };
         return Ok(Resolved { target, local: None, next_hops: NextHops::default() });
     }
     if desired.len() > MAX_NODES as usize {
@@ -344,12 +348,12 @@ pub async fn resolve(
     for node in desired.iter() {
         subnets.insert(node.pod_cidr);
         node_ips.insert(node.underlay_ip);
-        let is_me = node.name == me.name;
-        entries.subnets.insert(node.pod_cidr, SubnetEntry { node_ip: node.underlay_ip, local: is_me });
-        if is_me {
+        if node.name == me.name {
+            own_subnet(&mut entries, node.pod_cidr, node.underlay_ip);
             next_hops.by_node.insert(node.name.clone(), (node.underlay_ip, node.underlay_ip));
             continue;
         }
+        entries.subnets.insert(node.pod_cidr, SubnetEntry { node_ip: node.underlay_ip, local: false });
         entries.tunnel_sources.insert(node.underlay_ip);
         let via = match known.by_node.get(&node.name) {
             Some((ip, via)) if *ip == node.underlay_ip => *via,
@@ -376,7 +380,7 @@ pub async fn resolve(
             }
         };
         next_hops.by_node.insert(node.name.clone(), (node.underlay_ip, via));
-        entries.routes.insert(node.pod_cidr, NodeRoute { via, oif: link.index, mtu });
+        entries.routes.insert(node.pod_cidr, NodeRoute::Via { via, oif: link.index, mtu });
     }
     let target = Target {
         config,
@@ -385,6 +389,13 @@ pub async fn resolve(
         underlay: Some(Underlay { link, egress: local.mode == Mode::Vxlan }),
     };
     Ok(Resolved { target, local: Some(me.clone()), next_hops })
+}
+
+/// This node's own pod subnet: in the subnet map (the programs drop what
+/// no pod of it has) and unreachable for the host stack.
+fn own_subnet(entries: &mut Entries, cidr: Ipv4Net, node_ip: Ipv4Addr) {
+    entries.subnets.insert(cidr, SubnetEntry { node_ip, local: true });
+    entries.routes.insert(cidr, NodeRoute::Unreachable);
 }
 
 #[cfg(test)]
@@ -456,12 +467,15 @@ mod tests {
             t.entries.subnets[&cidr("10.244.0.0/24")],
             SubnetEntry { node_ip: ip("192.168.77.10"), local: true }
         );
-        assert_eq!(t.entries.routes.len(), 2, "no route to our own subnet");
+        assert_eq!(t.entries.routes.len(), 3);
+        assert_eq!(t.entries.routes[&cidr("10.244.0.0/24")], NodeRoute::Unreachable, "our own subnet");
         assert_eq!(
             t.entries.routes[&cidr("10.244.1.0/24")],
-            NodeRoute { via: ip("192.168.77.11"), oif: 2, mtu: Some(1450) }
+            NodeRoute::Via { via: ip("192.168.77.11"), oif: 2, mtu: Some(1450) }
         );
-        assert_eq!(t.entries.routes[&cidr("10.244.2.0/24")].via, ip("192.168.77.1"));
+        assert!(
+            matches!(t.entries.routes[&cidr("10.244.2.0/24")], NodeRoute::Via { via, .. } if via == ip("192.168.77.1"))
+        );
         assert_eq!(t.entries.tunnel_sources, [ip("172.31.0.5"), ip("192.168.77.11")].into());
         let m = t.masquerade.as_ref().unwrap();
         assert_eq!((m.nodes.len(), m.subnets.len()), (3, 3));
@@ -488,16 +502,29 @@ mod tests {
     fn the_empty_set_is_this_nodes_pods_only() {
         let t = block_on(target(&NodeSet::default(), Mode::Vxlan)).unwrap();
         assert_eq!(t.config.mode, MODE_LOCAL_ONLY);
-        assert_eq!(t.entries, Entries::default());
+        // Only our own subnet: in the map (unassigned addresses dropped)
+        // and unreachable for the stack.
+        let own = cidr("10.244.0.0/24");
+        assert_eq!(
+            t.entries.subnets.into_iter().collect::<Vec<_>>(),
+            [(own, SubnetEntry { node_ip: Ipv4Addr::UNSPECIFIED, local: true })]
+        );
+        assert_eq!(t.entries.routes.into_iter().collect::<Vec<_>>(), [(own, NodeRoute::Unreachable)]);
+        assert!(t.entries.tunnel_sources.is_empty());
         assert_eq!((t.masquerade, t.underlay), (None, None));
+        // A Kubernetes agent that has not learnt its subnet yet has nothing.
+        let mut unknown = local(Mode::Vxlan);
+        unknown.pod_cidr = None;
+        let t = block_on(resolve(&NodeSet::default(), &unknown, &Table, &NextHops::default(), None)).unwrap().target;
+        assert_eq!(t.entries, Entries::default());
     }
 
     #[test]
     fn a_plan_from_what_is_there_changes_only_the_difference() {
         let t = block_on(target(&three(), Mode::Vxlan)).unwrap();
         let fresh = plan(&KernelState::default(), &t);
-        // 3 subnets, 2 sources, 2 routes, config, underlay, masquerade.
-        assert_eq!(fresh.len(), 10, "{fresh:#?}");
+        // 3 subnets, 2 sources, 3 routes, config, underlay, masquerade.
+        assert_eq!(fresh.len(), 11, "{fresh:#?}");
         let mut state = KernelState::default();
         for op in &fresh {
             op.record(&mut state);
@@ -529,7 +556,19 @@ mod tests {
         let empty = block_on(target(&NodeSet::default(), Mode::Vxlan)).unwrap();
         let ops = plan(&state, &empty);
         assert!(matches!(&ops[0], Op::SetConfig { new, .. } if new.mode == MODE_LOCAL_ONLY), "{ops:?}");
-        assert!(ops.iter().all(|o| !matches!(o, Op::SetSubnet { .. } | Op::SetRoute { .. })));
+        // Our own subnet stays (its node address goes); nothing else is set.
+        let own = cidr("10.244.0.0/24");
+        assert!(
+            ops.iter().all(|o| match o {
+                Op::SetSubnet { net, .. } => *net == own,
+                Op::SetRoute { .. } => false,
+                _ => true,
+            }),
+            "{ops:?}"
+        );
+        assert!(!ops
+            .iter()
+            .any(|o| matches!(o, Op::RemoveRoute { dst, .. } | Op::RemoveSubnet { net: dst, .. } if *dst == own)));
         assert!(matches!(ops.last(), Some(Op::Masquerade { new: None, .. })));
     }
 

@@ -124,7 +124,7 @@ impl reconcile::Kernel for Kernel<'_> {
             Op::AddTunnelSource(ip) => self.maps.add_tunnel_source(*ip),
             Op::RemoveTunnelSource(ip) => self.maps.remove_tunnel_source(*ip),
             Op::SetRoute { dst, new, .. } => self.netlink.replace_route(*dst, *new).await,
-            Op::RemoveRoute { dst, .. } => self.netlink.delete_route(*dst).await,
+            Op::RemoveRoute { dst, old } => self.netlink.delete_route(*dst, *old).await,
             Op::Masquerade { new, old } => {
                 let (new, old) = (new.clone(), old.clone());
                 tokio::task::spawn_blocking(move || match (new, old) {

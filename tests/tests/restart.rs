@@ -2,7 +2,10 @@
 //! agent adopts them. Needs root; run with `cargo xtask test`.
 
 use knet_common::Stat;
-use knet_tests::{cluster::Cluster, traffic};
+use knet_tests::{
+    cluster::{pod_cidr, Cluster},
+    traffic,
+};
 
 #[test]
 fn restarting_an_agent_drops_no_cross_node_packet() {
@@ -40,10 +43,14 @@ fn an_agent_restarted_without_a_node_file_forgets_the_cluster() {
 
     // The pinned node maps from the earlier run are gone: pods are no longer
     // sent toward nodes that nobody maintains, and no tunnel source is trusted.
+    // What stays is the node's own subnet (its unassigned addresses dropped)
+    // and its unreachable route.
+    let own = pod_cidr(0);
     let dp = c.agents[0].request("GET", "/v1/datapath", None).unwrap().1;
-    assert_eq!(dp["node_subnets"], serde_json::json!([]), "{dp}");
+    assert_eq!(dp["node_subnets"], serde_json::json!([format!("{own} via 0.0.0.0 (local)")]), "{dp}");
     assert_eq!(dp["tunnel_sources"], serde_json::json!([]), "{dp}");
-    assert_eq!(c.nodes[0].ns.ip(&["route", "show", "proto", "75"]).unwrap(), "", "the agent's routes stayed");
+    let routes = c.nodes[0].ns.ip(&["route", "show", "proto", "75"]).unwrap();
+    assert_eq!(routes.trim(), format!("unreachable {own}"), "the agent's routes to other nodes stayed");
     let (tunneled, _) = c.agents[0].stat(Stat::RedirectTunnel).unwrap();
     assert!(!traffic::ping_once(&c.pods[0][0].ns, c.pods[1][0].ip));
     assert_eq!(c.agents[0].stat(Stat::RedirectTunnel).unwrap().0, tunneled);
