@@ -12,6 +12,7 @@ pub mod cmd;
 pub mod cni;
 pub mod containerd;
 pub mod frames;
+pub mod inject;
 pub mod kube_api;
 pub mod libcni;
 pub mod netns;
