@@ -60,6 +60,11 @@ fn headers() -> Vec<Row> {
         eth([0x33, 0x33, 0xff, 0, 0, 1], POD_1.mac, ETH_IPV6, &frames::ipv6(src, dst, next_header, hop_limit, payload))
     };
     let solicitation = frames::icmp(135, 0, [0; 4], &[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let advertisement = frames::icmp(136, 0, [0x60, 0, 0, 0], &[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    let router_solicitation = frames::icmp(133, 0, [0; 4], &[]);
+    // A router advertisement (hop limit 64, lifetime 1800 s): would make the
+    // pod the node's IPv6 default router.
+    let router_advertisement = frames::icmp(134, 0, [64, 0, 0x07, 0x08], &[0; 8]);
     let good = sent(&to(POD_2.ip));
     vec![
         row("13-byte frame: the kernel refuses", vxlan(), good[..13].to_vec(), Refused(libc::EINVAL)),
@@ -127,6 +132,24 @@ fn headers() -> Vec<Row> {
             vxlan(),
             v6(PROTO_ICMPV6, 255, &solicitation),
             Pass(Stat::PassNeighbourDiscovery, Same),
+        ),
+        row(
+            "IPv6 neighbour advertisement",
+            vxlan(),
+            v6(PROTO_ICMPV6, 255, &advertisement),
+            Pass(Stat::PassNeighbourDiscovery, Same),
+        ),
+        row(
+            "IPv6 router solicitation",
+            vxlan(),
+            v6(PROTO_ICMPV6, 255, &router_solicitation),
+            Pass(Stat::PassNeighbourDiscovery, Same),
+        ),
+        row(
+            "IPv6 router advertisement from a pod",
+            vxlan(),
+            v6(PROTO_ICMPV6, 255, &router_advertisement),
+            Drop(Stat::DropIpv6, Same),
         ),
         row(
             "IPv6 neighbour solicitation, hop limit 64",
