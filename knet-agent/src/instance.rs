@@ -19,6 +19,11 @@ pub struct InstanceLock {
 
 /// Takes the pin directory for this process, or says who has it.
 pub fn acquire(pin_dir: &Path, socket: &Path) -> Result<InstanceLock> {
+    // Another pin directory but the same socket: that agent is alive too.
+    // Checked first, so a refused agent leaves nothing behind.
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        bail!("another knet-agent is serving on {}; this one changes nothing and exits", socket.display());
+    }
     std::fs::create_dir_all(pin_dir).with_context(|| format!("cannot create {}", pin_dir.display()))?;
     let dir = File::open(pin_dir).with_context(|| format!("cannot open {}", pin_dir.display()))?;
     let lock = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
@@ -29,9 +34,5 @@ pub fn acquire(pin_dir: &Path, socket: &Path) -> Result<InstanceLock> {
         ),
         Err((_, e)) => return Err(e).with_context(|| format!("cannot lock {}", pin_dir.display())),
     };
-    // Another pin directory but the same socket: that agent is alive too.
-    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-        bail!("another knet-agent is serving on {}; this one changes nothing and exits", socket.display());
-    }
     Ok(InstanceLock { _pin_dir: lock })
 }

@@ -79,26 +79,34 @@ fn a_second_agent_changes_nothing_and_says_why() {
     let agent = &c.agents[0];
     // No node file: started for real, this agent would take the node out
     // of the cluster (maps, routes, masquerade table, underlay programs).
+    // The same pins (another socket): the pin directory's lock refuses it.
+    let socket = std::env::temp_dir().join(knet_tests::netns::unique_name("second.sock"));
     let same_pins = format!(
         "node_name = \"node-0\"\npod_cidr = {:?}\napi_socket = {:?}\nbpf_pin_dir = {:?}\n",
         pod_cidr(0),
-        agent.socket().display().to_string(),
+        socket.display().to_string(),
         agent.pin_dir().display().to_string(),
     );
     let (status, stderr) = second_agent(&c, 0, &same_pins);
+    let _ = std::fs::remove_file(&socket);
     assert!(!status.success(), "a second agent on the same pins started: {stderr}");
     assert!(stderr.contains("another knet-agent is running on"), "{stderr}");
     assert_eq!(node_state(&c, 0), before, "the second agent changed the first one's state");
 
-    // Its own pins, the first one's socket: refused as well.
+    // Its own pins, the first one's socket: refused as well, before it
+    // makes its pin directory.
+    let pins = std::path::PathBuf::from("/sys/fs/bpf").join(knet_tests::netns::unique_name("second-pins"));
     let other_pins = format!(
-        "node_name = \"node-0\"\npod_cidr = {:?}\napi_socket = {:?}\nbpf_pin_dir = \"/sys/fs/bpf/{}\"\n",
+        "node_name = \"node-0\"\npod_cidr = {:?}\napi_socket = {:?}\nbpf_pin_dir = {:?}\n",
         pod_cidr(0),
         agent.socket().display().to_string(),
-        knet_tests::netns::unique_name("second-pins"),
+        pins.display().to_string(),
     );
     let (status, stderr) = second_agent(&c, 0, &other_pins);
+    let left_behind = pins.exists();
+    let _ = std::fs::remove_dir_all(&pins);
     assert!(!status.success() && stderr.contains("is serving on"), "{stderr}");
+    assert!(!left_behind, "the refused agent left {} behind", pins.display());
     assert_eq!(node_state(&c, 0), before);
 
     // The first agent still runs the node, and says so.
