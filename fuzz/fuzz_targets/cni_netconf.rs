@@ -26,13 +26,25 @@ fuzz_target!(|data: &[u8]| {
     assert!(conf.agent_socket.is_absolute());
     assert!(!conf.ipam_type.is_empty() && !conf.ipam_type.contains('/'));
     // At any version knet speaks, the delegated configuration is the same
-    // configuration, prevResult in that version's format.
+    // configuration, prevResult in that version's format; only a damaged
+    // prevResult (which DEL must still take) keeps it from converting.
+    let prev = conf.prev_result();
     for v in SUPPORTED_VERSIONS {
-        let delegated = at_version(data, v).expect("a configuration knet took converts");
+        let delegated = match at_version(data, v) {
+            Ok(d) => d,
+            Err(e) => {
+                assert!(prev.is_err(), "a configuration with a good prevResult does not convert: {e}");
+                assert_eq!(e.code, code::DECODE);
+                continue;
+            }
+        };
         let back = parse_netconf(&delegated).expect("a converted configuration parses");
         assert_eq!(back.cni_version, *v);
         assert_eq!((&back.name, back.mtu, &back.agent_socket), (&conf.name, conf.mtu, &conf.agent_socket));
         assert_eq!((&back.ipam_type, &back.dns), (&conf.ipam_type, &conf.dns));
-        assert_eq!(back.prev_result, conf.prev_result.clone().map(|r| r.for_version(v)));
+        match &prev {
+            Ok(p) => assert_eq!(back.prev_result().ok(), Some(p.clone().map(|r| r.for_version(v)))),
+            Err(_) => assert!(back.prev_result().is_err()),
+        }
     }
 });

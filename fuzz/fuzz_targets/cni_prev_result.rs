@@ -1,6 +1,6 @@
 //! A CNI result as the plugin reads it in a configuration's `prevResult`
-//! (CHECK and DEL), and what knet does with one: find the pod's address,
-//! write it in another version's format.
+//! (CHECK, and the IPAM delegate's conversion), and what knet does with
+//! one: find the pod's address, write it in another version's format.
 
 #![no_main]
 

@@ -8,13 +8,13 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::Result;
 use ipnet::Ipv4Net;
-use knet_common::{Counter, Stat};
+use knet_common::{endpoint::MAX_ENDPOINTS, Counter, Stat};
 
 use crate::{
     api::DatapathView,
-    dataplane::{Dataplane, NodeMaps},
+    dataplane::{Dataplane, NodeMaps, SetEndpointError},
     endpoints::{self, AddEndpoint, Endpoint, EndpointError, Endpoints},
-    host::{Link, Netlink},
+    host::{Link, LinkTraits, Netlink},
     mac::MacAddr,
 };
 
@@ -24,6 +24,12 @@ pub enum AgentError {
     Endpoint(#[from] EndpointError),
     #[error("host_veth {0} does not exist on this node")]
     NoSuchLink(String),
+    /// The link exists but is not a pod's host-side veth.
+    #[error("{0}")]
+    NotAPodLink(String),
+    /// The endpoint map holds as many entries as it can.
+    #[error("{0}")]
+    Full(String),
     /// The agent does not know its pod subnet yet (it waits for the node
     /// source to list this node).
     #[error("{0}")]
@@ -40,11 +46,21 @@ pub struct Agent {
     netlink: Netlink,
     /// `None` until known: configured, or from this node's Node object.
     pod_cidr: Option<Ipv4Net>,
+    /// The underlay device the reconciler attached to, never a pod's.
+    underlay_ifindex: Option<u32>,
 }
 
 impl Agent {
     pub fn new(node_name: String, pin_dir: PathBuf, dataplane: Dataplane, netlink: Netlink) -> Self {
-        Agent { node_name, pin_dir, dataplane, endpoints: Endpoints::default(), netlink, pod_cidr: None }
+        Agent {
+            node_name,
+            pin_dir,
+            dataplane,
+            endpoints: Endpoints::default(),
+            netlink,
+            pod_cidr: None,
+            underlay_ifindex: None,
+        }
     }
 
     pub fn node_name(&self) -> &str {
@@ -91,11 +107,17 @@ impl Agent {
     }
 
     pub fn attach_underlay(&mut self, link: &Link, egress: bool) -> Result<()> {
-        self.dataplane.attach_underlay(&link.name, link.index, egress)
+        self.dataplane.attach_underlay(&link.name, link.index, egress)?;
+        self.underlay_ifindex = Some(link.index);
+        Ok(())
     }
 
     pub fn detach_underlay(&mut self, ifindex: u32) -> Result<()> {
-        self.dataplane.detach_underlay(ifindex)
+        self.dataplane.detach_underlay(ifindex)?;
+        if self.underlay_ifindex == Some(ifindex) {
+            self.underlay_ifindex = None;
+        }
+        Ok(())
     }
 
     fn serving(&self) -> Result<Ipv4Net, AgentError> {
@@ -111,11 +133,17 @@ impl Agent {
         let started = std::time::Instant::now();
         let spec = endpoints::validate(req, self.serving()?)?;
         self.endpoints.check_new(&spec)?;
-        let link = self
+        let (link, traits) = self
             .netlink
-            .link_by_name(&spec.host_veth)
+            .link_with_traits(&spec.host_veth)
             .await?
             .ok_or_else(|| AgentError::NoSuchLink(spec.host_veth.clone()))?;
+        // Programs on any other link would judge the node's own traffic as
+        // a pod's (anti-spoofing drops it), and the entry would be adopted
+        // again after a restart.
+        if let Some(why) = not_a_pod_link(&link, traits, self.underlay_ifindex) {
+            return Err(AgentError::NotAPodLink(format!("host_veth {}: {why}", link.name)));
+        }
         let endpoint = Endpoint {
             ip: spec.ip,
             host_veth: link.name.clone(),
@@ -125,7 +153,13 @@ impl Agent {
         };
         // The map entry first: once from_pod runs on the veth, the pod's own
         // packets must already pass the anti-spoofing lookup.
-        self.dataplane.set_endpoint(endpoint.ip, endpoint.map_value())?;
+        self.dataplane.set_endpoint(endpoint.ip, endpoint.map_value()).map_err(|e| match e {
+            SetEndpointError::Full => AgentError::Full(format!(
+                "the endpoint map of node {} is full ({MAX_ENDPOINTS} entries)",
+                self.node_name
+            )),
+            SetEndpointError::Other(e) => AgentError::Internal(e),
+        })?;
         let looked_up = started.elapsed();
         if let Err(e) = self.dataplane.attach_from_pod(&link.name, link.index) {
             self.dataplane.remove_endpoint(endpoint.ip)?;
@@ -178,5 +212,35 @@ impl Agent {
         let mut tunnel_sources = node_maps.tunnel_sources()?;
         tunnel_sources.sort();
         Ok(DatapathView { endpoint_map_ips, node_subnets, tunnel_sources })
+    }
+}
+
+/// Why `link` cannot be a pod's host-side veth, if it cannot.
+fn not_a_pod_link(link: &Link, traits: LinkTraits, underlay: Option<u32>) -> Option<&'static str> {
+    if underlay == Some(link.index) {
+        Some("is the underlay device")
+    } else if !traits.veth {
+        Some("is not a veth")
+    } else if !traits.peer_elsewhere {
+        Some("has its peer in the node's own namespace, not a pod's")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_veth_into_another_namespace_that_is_not_the_underlay_serves_a_pod() {
+        let link = Link { name: "knet1234".into(), index: 7, mac: MacAddr([2, 0, 0, 0, 0, 7]), mtu: 1500 };
+        let pod = LinkTraits { veth: true, peer_elsewhere: true };
+        assert_eq!(not_a_pod_link(&link, pod, Some(2)), None);
+        assert_eq!(not_a_pod_link(&link, pod, Some(7)), Some("is the underlay device"));
+        let lo = LinkTraits { veth: false, peer_elsewhere: false };
+        assert_eq!(not_a_pod_link(&link, lo, None), Some("is not a veth"));
+        let local_pair = LinkTraits { veth: true, peer_elsewhere: false };
+        assert!(not_a_pod_link(&link, local_pair, None).unwrap().contains("own namespace"));
     }
 }

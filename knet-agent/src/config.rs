@@ -142,6 +142,7 @@ impl TryFrom<RawConfig> for Config {
         let node_name = raw.node_name.context("node_name is not set (config file, --node-name or KNET_NODE_NAME)")?;
         validate_node_name(&node_name)?;
         let pod_cidr = raw.pod_cidr.as_deref().map(parse_pod_cidr).transpose()?;
+        pod_cidr.map(check_pod_cidr_capacity).transpose()?;
         let kind =
             raw.node_source.unwrap_or(if raw.nodes_file.is_some() { SourceKind::File } else { SourceKind::None });
         if raw.nodes_file.is_some() && kind != SourceKind::File {
@@ -228,9 +229,34 @@ pub fn parse_pod_cidr(text: &str) -> Result<Ipv4Net> {
     Ok(net)
 }
 
+/// This node's pod subnet must fit its endpoint map: a larger one would
+/// hand out addresses that cannot be programmed (the kernel refuses the
+/// entry). Other nodes' subnets are their own agents' to refuse.
+pub fn check_pod_cidr_capacity(net: Ipv4Net) -> Result<()> {
+    let addresses = 1u64 << (32 - net.prefix_len());
+    if addresses > u64::from(knet_common::endpoint::MAX_ENDPOINTS) {
+        bail!(
+            "pod_cidr {net} holds {addresses} addresses, more than the {} pods a node's endpoint map holds; use a /{} or smaller",
+            knet_common::endpoint::MAX_ENDPOINTS,
+            32 - knet_common::endpoint::MAX_ENDPOINTS.trailing_zeros()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_cidr_larger_than_the_endpoint_map_is_refused() {
+        let cidr = |s: &str| parse_pod_cidr(s).unwrap();
+        assert!(check_pod_cidr_capacity(cidr("10.244.0.0/18")).is_ok());
+        let e = check_pod_cidr_capacity(cidr("10.244.0.0/17")).unwrap_err().to_string();
+        assert!(e.contains("holds 32768 addresses") && e.contains("use a /18 or smaller"), "{e}");
+        let e = Config::try_from(raw("n", "10.0.0.0/8")).unwrap_err().to_string();
+        assert!(e.contains("more than the 16384 pods"), "{e}");
+    }
 
     fn raw(name: &str, cidr: &str) -> RawConfig {
         RawConfig { node_name: Some(name.into()), pod_cidr: Some(cidr.into()), ..Default::default() }

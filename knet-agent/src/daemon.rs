@@ -28,6 +28,8 @@ use crate::{
 
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
     tracing::info!(node = %config.node_name, source = ?config.source.kind(), pins = %config.bpf_pin_dir.display(), "starting");
+    crate::dataplane::ensure_bpffs(std::path::Path::new("/sys/fs/bpf"))?;
+    let _instance = crate::instance::acquire(&config.bpf_pin_dir, &config.api_socket)?;
     let (dataplane, node_maps) = Dataplane::load(&config.bpf_pin_dir, config.ebpf_object.as_deref())?;
     let agent = Agent::new(config.node_name.clone(), config.bpf_pin_dir.clone(), dataplane, Netlink::connect()?);
     let agent = Arc::new(Mutex::new(agent));

@@ -36,6 +36,14 @@ use nix::{
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/knet.bpf.o"));
 
+#[derive(Debug, thiserror::Error)]
+pub enum SetEndpointError {
+    #[error("the endpoint map is full")]
+    Full,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
 pub struct Dataplane {
     ebpf: Ebpf,
     /// Where attachments are pinned: `<pin_dir>/links/<program>-<ifindex>`.
@@ -131,11 +139,17 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Detaches `program` from ifindex: unpinning releases the last
-    /// reference to the link, which detaches it.
+    /// Detaches `program` from ifindex before it returns. The pin is the
+    /// link's last reference, but the kernel releases a link whose last
+    /// pin goes away later, from a work queue; closing the last descriptor
+    /// releases it at once. So: open the pin, unpin it, close.
     fn detach(&mut self, program: &'static str, ifindex: u32) -> Result<()> {
         if let Some(Attachment::Pinned(pin)) = self.attached.remove(&(program, ifindex)) {
-            std::fs::remove_file(&pin).with_context(|| format!("cannot unpin {}", pin.display()))?;
+            match PinnedLink::from_pin(&pin) {
+                Ok(link) => drop(link.unpin().with_context(|| format!("cannot unpin {}", pin.display()))?),
+                Err(_) => absent_file_is_fine(std::fs::remove_file(&pin))
+                    .with_context(|| format!("cannot unpin {}", pin.display()))?,
+            }
         }
         Ok(())
     }
@@ -198,10 +212,15 @@ impl Dataplane {
         Ok(BpfHashMap::try_from(map)?)
     }
 
-    pub fn set_endpoint(&mut self, ip: Ipv4Addr, value: MapEndpoint) -> Result<()> {
-        self.endpoints_map()?
-            .insert(ipv4_key(ip.octets()), value, 0)
-            .with_context(|| format!("cannot write ENDPOINTS[{ip}]"))
+    pub fn set_endpoint(&mut self, ip: Ipv4Addr, value: MapEndpoint) -> Result<(), SetEndpointError> {
+        match self.endpoints_map()?.insert(ipv4_key(ip.octets()), value, 0) {
+            Ok(()) => Ok(()),
+            // The kernel's answer for a new key in a full hash map.
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(nix::errno::Errno::E2BIG as i32) => {
+                Err(SetEndpointError::Full)
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot write ENDPOINTS[{ip}]")).into()),
+        }
     }
 
     pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<()> {
@@ -348,6 +367,13 @@ fn absent_is_fine(result: Result<(), MapError>) -> Result<(), MapError> {
     match result {
         Err(MapError::KeyNotFound) => Ok(()),
         Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn absent_file_is_fine(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
 }

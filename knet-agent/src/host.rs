@@ -9,7 +9,7 @@ use ipnet::Ipv4Net;
 use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
-        link::{LinkAttribute, LinkMessage},
+        link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
         route::{RouteAddress, RouteAttribute, RouteMetric, RouteProtocol, RouteType},
     },
     Handle, RouteMessageBuilder,
@@ -28,6 +28,14 @@ pub struct Link {
     pub index: u32,
     pub mac: MacAddr,
     pub mtu: u32,
+}
+
+/// What the agent checks of a link named as a pod's host-side veth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkTraits {
+    pub veth: bool,
+    /// The link's peer lives in another network namespace (a pod's).
+    pub peer_elsewhere: bool,
 }
 
 /// A route for a pod subnet, as the agent installs it.
@@ -65,6 +73,25 @@ impl Netlink {
     /// The link named `name`, or `None` if there is none.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
         lookup(self.handle.link().get().match_name(name.to_string()), name).await
+    }
+
+    /// The link named `name` with the traits a pod's host veth must have,
+    /// or `None` if there is no such link.
+    pub async fn link_with_traits(&self, name: &str) -> Result<Option<(Link, LinkTraits)>> {
+        let request = self.handle.link().get().match_name(name.to_string());
+        let msg = match request.execute().try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("netlink lookup of link {name} failed")),
+        };
+        let traits = LinkTraits {
+            veth: msg.attributes.iter().any(|a| {
+                matches!(a, LinkAttribute::LinkInfo(infos) if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))))
+            }),
+            peer_elsewhere: msg.attributes.iter().any(|a| matches!(a, LinkAttribute::LinkNetNsId(_))),
+        };
+        Ok(link_from(msg).map(|link| (link, traits)))
     }
 
     /// The link with ifindex `index`, or `None` if there is none.

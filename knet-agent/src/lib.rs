@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod endpoints;
 pub mod host;
+pub mod instance;
 pub mod mac;
 pub mod masquerade;
 pub mod pinned_maps;

@@ -131,15 +131,7 @@ fn main() -> Result<()> {
                     Probe::Live => "/healthz",
                     Probe::Ready => "/readyz",
                 };
-                let client = Client::new(&api_socket);
-                let _: serde_json::Value = client.get(path).await.or_else(|e| {
-                    // The probes answer text, not JSON: only the status counts.
-                    if format!("{e:#}").contains("not the expected JSON") {
-                        Ok(serde_json::Value::Null)
-                    } else {
-                        Err(e)
-                    }
-                })?;
+                Client::new(&api_socket).probe(path).await?;
                 println!("ok");
                 Ok(())
             }
@@ -202,15 +194,21 @@ fn install_cni(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that arrives
+/// while the agent starts must stop it gracefully, not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
 

@@ -312,6 +312,7 @@ pub async fn resolve(
     let me = desired
         .get(&local.name)
         .with_context(|| format!("this node ({}) is not among the source's nodes", local.name))?;
+    crate::config::check_pod_cidr_capacity(me.pod_cidr).with_context(|| format!("node {}", me.name))?;
     if let Some(cidr) = local.pod_cidr {
         if me.pod_cidr != cidr {
             bail!(

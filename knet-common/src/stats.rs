@@ -48,8 +48,9 @@ pub enum Stat {
     /// ARP from a pod: handed to the host stack, which answers for the
     /// gateway.
     PassArp = 6,
-    /// IPv6 neighbour or router discovery from a pod (ICMPv6 133-136 with
-    /// hop limit 255): handed to the host stack.
+    /// IPv6 router or neighbour solicitation or neighbour advertisement
+    /// from a pod (ICMPv6 133, 135, 136 with hop limit 255): handed to the
+    /// host stack. Router advertisements are `DropIpv6`.
     PassNeighbourDiscovery = 7,
     /// IPv4 with options from a pod: handed to the host stack, which
     /// processes (or refuses) the options as a router must.

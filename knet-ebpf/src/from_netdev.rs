@@ -71,6 +71,9 @@ fn from_tunnel(ctx: &TcContext, cfg: &DataplaneConfig, outer: &Ipv4) -> Verdict 
     let Some(receiver) = maps::endpoint(inner.dst()) else {
         return Verdict::Drop(Stat::DropTunnelNoEndpoint);
     };
+    if let Some(answered) = router::expired_in_tunnel(ctx, cfg, outer, &inner) {
+        return answered;
+    }
     if let Err(reason) = tunnel::decap(ctx) {
         return Verdict::Drop(reason);
     }

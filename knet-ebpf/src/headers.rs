@@ -117,15 +117,17 @@ pub(crate) fn ipv6_at(ctx: &aya_ebpf::programs::TcContext, offset: usize) -> Opt
     packet::load(ctx, offset)
 }
 
-/// IPv6 neighbour or router discovery: ICMPv6 133 to 136 with hop limit
-/// 255 (RFC 4861 forbids any other), no extension headers.
+/// IPv6 discovery a pod may send (RFC 4861, hop limit 255, no extension
+/// headers): router solicitations (133), neighbour solicitations (135)
+/// and advertisements (136). Never a router advertisement (134) or a
+/// redirect (137): with them a pod could make itself the node's router.
 #[inline(always)]
 pub(crate) fn is_neighbour_discovery(ctx: &aya_ebpf::programs::TcContext, ip: &Ipv6Hdr) -> bool {
     if ip.next_hdr != IpProto::Ipv6Icmp as u8 || ip.hop_limit != 255 {
         return false;
     }
     match packet::load::<u8>(ctx, ETH_LEN + Ipv6Hdr::LEN) {
-        Some(kind) => (133..=136).contains(&kind),
+        Some(kind) => matches!(kind, 133 | 135 | 136),
         None => false,
     }
 }
@@ -195,16 +197,25 @@ pub(crate) fn new_ipv4(
         src_addr: src.to_ne_bytes(),
         dst_addr: dst.to_ne_bytes(),
     };
-    hdr.check = csum::ipv4_header(&ipv4_bytes(&hdr));
+    hdr.check = ipv4_checksum(&hdr);
     hdr
 }
 
-/// The 20 bytes of a header, in wire order (every field is a byte array).
+/// The checksum of a header (its own checksum field read as zero), summed
+/// field by field: no copy of the header is made.
 #[inline(always)]
-pub(crate) fn ipv4_bytes(h: &Ipv4Hdr) -> [u8; 20] {
-    let (l, i, f, c, s, d) = (h.tot_len, h.id, h.frags, h.check, h.src_addr, h.dst_addr);
-    [
-        h.vihl, h.tos, l[0], l[1], i[0], i[1], f[0], f[1], h.ttl, h.proto, c[0], c[1], s[0], s[1], s[2], s[3], d[0],
-        d[1], d[2], d[3],
-    ]
+pub(crate) fn ipv4_checksum(h: &Ipv4Hdr) -> [u8; 2] {
+    let word = |a: u8, b: u8| u32::from(u16::from_be_bytes([a, b]));
+    let (l, i, f, s, d) = (h.tot_len, h.id, h.frags, h.src_addr, h.dst_addr);
+    csum::finish(
+        word(h.vihl, h.tos)
+            + word(l[0], l[1])
+            + word(i[0], i[1])
+            + word(f[0], f[1])
+            + word(h.ttl, h.proto)
+            + word(s[0], s[1])
+            + word(s[2], s[3])
+            + word(d[0], d[1])
+            + word(d[2], d[3]),
+    )
 }

@@ -69,15 +69,30 @@ pub(crate) fn hop(ctx: &TcContext, ip: &Ipv4, mtu: Option<u32>) -> Result<(), Re
 #[inline(always)]
 pub(crate) fn answer(ctx: &TcContext, cfg: &DataplaneConfig, ip: &Ipv4, refusal: Refusal) -> Verdict {
     let (error, stat) = match refusal {
-        Refusal::TimeExceeded => (IcmpError::TimeExceeded, Stat::ReplyTimeExceeded),
-        Refusal::TooBig { mtu } => (IcmpError::FragNeeded { mtu }, Stat::ReplyFragNeeded),
+        Refusal::TimeExceeded => (IcmpError::TIME_EXCEEDED, Stat::ReplyTimeExceeded),
+        Refusal::TooBig { mtu } => (IcmpError::frag_needed(mtu), Stat::ReplyFragNeeded),
         Refusal::MustFragment => return Verdict::Pass(Stat::PassToFragment),
         Refusal::Unwritable => return Verdict::Drop(Stat::DropMalformed),
     };
     match icmp::build(ctx, cfg, ip, error) {
-        Ok(to) => send_from_node(ctx, cfg, to, stat),
+        Ok(()) => send_from_node(ctx, cfg, ip.src(), stat),
         Err(reason) => Verdict::Drop(reason),
     }
+}
+
+/// The receiving end of a tunnel for an inner packet `inner` whose TTL
+/// expires here: the error goes back inside the tunnel to the node that
+/// sent it (`outer`'s source), built before decapsulation. `None` if the
+/// TTL does not expire.
+#[inline(always)]
+pub(crate) fn expired_in_tunnel(ctx: &TcContext, cfg: &DataplaneConfig, outer: &Ipv4, inner: &Ipv4) -> Option<Verdict> {
+    if inner.ttl() > 1 {
+        return None;
+    }
+    Some(match icmp::build_in_tunnel(ctx, cfg, outer, inner, IcmpError::TIME_EXCEEDED) {
+        Ok(()) => remote::by_route(ctx, cfg, Stat::ReplyTimeExceeded),
+        Err(reason) => Verdict::Drop(reason),
+    })
 }
 
 /// Sends a packet this node made (an ICMP error) to `dst`: a local pod

@@ -41,7 +41,10 @@ const _: () = assert!(core::mem::size_of::<VxlanEncap>() == VXLAN_OVERHEAD as us
 /// fragment, because a receiver cannot check a fragment's VXLAN header.
 /// The kernel lowers the MSS of GSO packets by the overhead and marks them
 /// as UDP-tunnel GSO, so super-frames stay whole until the underlay.
-#[inline(always)]
+///
+/// A BPF function of its own: inlined, its headers would share a stack
+/// frame with the ICMP builders' callers and overflow the 512 bytes.
+#[inline(never)]
 pub(crate) fn encap(ctx: &TcContext, cfg: &DataplaneConfig, remote: u32) -> Result<(), Stat> {
     let inner_eth: EthHdr = packet::load(ctx, 0).ok_or(Stat::DropMalformed)?;
     let gso_size = packet::gso_size(ctx);

@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use knet_common::{Counter, Stat};
 use serde_json::Value;
 
 use crate::{netns::unique_name, topology::Pod, wait, Netns};
@@ -224,17 +225,32 @@ impl Agent {
         Ok(())
     }
 
-    /// A `STATS` counter by name: (packets, bytes).
-    pub fn stat(&self, name: &str) -> Result<(u64, u64)> {
+    /// Every `STATS` counter the agent reports, read through `Stat`: a
+    /// name this build of `knet-common` does not know is an error, not a
+    /// counter that silently stays at zero.
+    pub fn stats(&self) -> Result<Vec<(Stat, Counter)>> {
         let (status, v) = self.request("GET", "/v1/stats", None)?;
         if status != 200 {
             bail!("stats: {status} {v}");
         }
-        let entry = v
-            .as_array()
-            .and_then(|a| a.iter().find(|e| e["name"] == name))
-            .with_context(|| format!("no stat {name} in {v}"))?;
-        Ok((entry["packets"].as_u64().unwrap_or(0), entry["bytes"].as_u64().unwrap_or(0)))
+        let entries = v.as_array().with_context(|| format!("stats is not a list: {v}"))?;
+        entries
+            .iter()
+            .map(|e| {
+                let name = e["name"].as_str().with_context(|| format!("stat without a name: {e}"))?;
+                let stat = Stat::from_name(name).with_context(|| format!("unknown stat {name:?}"))?;
+                let packets = e["packets"].as_u64().with_context(|| format!("{name}: no packets"))?;
+                let bytes = e["bytes"].as_u64().with_context(|| format!("{name}: no bytes"))?;
+                Ok((stat, Counter { packets, bytes }))
+            })
+            .collect()
+    }
+
+    /// One `STATS` counter: (packets, bytes).
+    pub fn stat(&self, stat: Stat) -> Result<(u64, u64)> {
+        let stats = self.stats()?;
+        let (_, c) = stats.iter().find(|(s, _)| *s == stat).with_context(|| format!("no stat {}", stat.name()))?;
+        Ok((c.packets, c.bytes))
     }
 
     /// Endpoints as the agent lists them.

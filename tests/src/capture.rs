@@ -70,6 +70,24 @@ impl Capture {
         }
     }
 
+    /// For showing that something did *not* happen: waits (at most `limit`)
+    /// for a marker, a line containing all of `needles` from traffic sent
+    /// after the traffic under test, and returns every line captured before
+    /// it. A capture keeps the order of one path, so once the marker is in,
+    /// anything sent before it on that path would be too.
+    pub fn lines_before(&self, needles: &[&str], limit: Duration) -> Result<Vec<String>> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if needles.iter().all(|n| line.contains(n)) => return Ok(seen),
+                Ok(line) => seen.push(line),
+                Err(_) => bail!("no marker line with {needles:?} within {limit:?}; saw:\n{}", seen.join("\n")),
+            }
+        }
+    }
+
     /// Every line captured so far, without waiting.
     pub fn drain(&self) -> Vec<String> {
         self.lines.try_iter().collect()

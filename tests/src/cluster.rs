@@ -32,6 +32,11 @@ pub fn pod_address(node: usize, pod: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, node as u8, 2 + pod as u8)
 }
 
+/// Node `i`'s port on the fabric's bridge: what it sends arrives there.
+pub fn fabric_port(i: usize) -> String {
+    format!("n{i}")
+}
+
 pub fn node_name(i: usize) -> String {
     format!("node-{i}")
 }
@@ -133,7 +138,7 @@ impl Cluster {
         let file: String = (0..nodes).map(node_line).collect();
         cluster.write_nodes_file(&file)?;
         for i in 0..nodes {
-            let node = Node::on_fabric(&format!("node{i}"), node_address(i), &cluster.fabric, &format!("n{i}"))?;
+            let node = Node::on_fabric(&format!("node{i}"), node_address(i), &cluster.fabric, &fabric_port(i))?;
             cluster.nodes.push(node);
         }
         let extra = match source {

@@ -1,10 +1,15 @@
 //! A network namespace that lives exactly as long as its guard.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::{
+    net::Ipv6Addr,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use nix::sched::{setns, CloneFlags};
 
-use crate::cmd;
+use crate::{cmd, wait};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -63,6 +68,45 @@ impl Netns {
     /// `/sys/class/net/...`).
     pub fn read(&self, path: &str) -> Result<String> {
         self.exec("cat", &[path])
+    }
+
+    /// Runs `work` on a thread of its own that has entered the namespace,
+    /// and returns what it returns. Sockets it opens stay in the namespace
+    /// after the thread ends; files it opens under /sys do not follow (sysfs
+    /// is the caller's mount), so read those with `read`.
+    pub fn run_in<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+                setns(&ns, CloneFlags::CLONE_NEWNET).with_context(|| format!("cannot enter {path}"))?;
+                Ok(work())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// Turns IPv6 back on (`new` turns it off) for the namespace and `link`,
+    /// without duplicate address detection, so the link-local address is
+    /// usable as soon as the link has it.
+    pub fn enable_ipv6(&self, link: &str) -> Result<()> {
+        for conf in ["all", "default", link] {
+            self.sysctl(&format!("net.ipv6.conf.{conf}.accept_dad"), "0")?;
+            self.sysctl(&format!("net.ipv6.conf.{conf}.disable_ipv6"), "0")?;
+        }
+        Ok(())
+    }
+
+    /// The IPv6 link-local address of `link`, once it has one that is not
+    /// tentative (bounded wait).
+    pub fn link_local(&self, link: &str) -> Result<Ipv6Addr> {
+        wait::until(&format!("a link-local address on {link} in {}", self.name), Duration::from_secs(10), || {
+            let json = self.ip(&["-j", "-6", "addr", "show", "dev", link, "scope", "link"]).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&json).ok()?;
+            let addr = v[0]["addr_info"].as_array()?.iter().find(|a| a["tentative"].is_null())?;
+            addr["local"].as_str()?.parse().ok()
+        })
     }
 
     /// The `Ip: ForwDatagrams` counter of `/proc/net/snmp`.

@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use knet_common::Stat;
 use knet_tests::{
     cni::{self, links, result_host_veth, result_ip, KnetNetwork},
     netns::unique_name,
@@ -99,13 +100,14 @@ fn two_pods_added_by_the_plugin_get_addresses_talk_through_redirect_and_pass_che
     assert_eq!(t.agent.tcx_ingress(&host_a).unwrap(), vec!["from_pod"]);
 
     // Traffic between them goes through knet's redirect.
-    let (redirected_before, _) = t.agent.stat("redirect_local").unwrap();
+    let (redirected_before, _) = t.agent.stat(Stat::RedirectLocal).unwrap();
     traffic::ping(&pod_a, ip_b, 5).unwrap();
     traffic::ping(&pod_b, ip_a, 5).unwrap();
-    let (redirected_after, _) = t.agent.stat("redirect_local").unwrap();
+    let (redirected_after, _) = t.agent.stat(Stat::RedirectLocal).unwrap();
     assert!(
         redirected_after - redirected_before >= 20,
-        "redirect_local rose by {} for 10 echo requests and 10 replies",
+        "{} rose by {} for 10 echo requests and 10 replies",
+        Stat::RedirectLocal.name(),
         redirected_after - redirected_before
     );
 
@@ -570,10 +572,10 @@ fn with_a_node_source_routes_leaving_the_node_carry_the_agents_route_mtu_and_sam
 
     // Same node: a full 1500-byte packet that may not be fragmented
     // arrives (through knet's redirect).
-    let (redirected_before, _) = agent.stat("redirect_local").unwrap();
+    let (redirected_before, _) = agent.stat(Stat::RedirectLocal).unwrap();
     let full = df_ping(&pa.ns, pb.ip, 1472);
     assert!(full.status.success(), "1500-byte DF ping to the same-node pod failed: {}", said(&full));
-    assert!(agent.stat("redirect_local").unwrap().0 >= redirected_before + 4);
+    assert!(agent.stat(Stat::RedirectLocal).unwrap().0 >= redirected_before + 4);
     // Leaving the pod's subnet: 1450 bytes go, 1451 are refused by the
     // pod's own stack.
     let fits = df_ping(&pa.ns, NODE_ADDRESS, 1422);
@@ -652,8 +654,8 @@ fn a_two_node_vxlan_cluster_wired_by_the_plugin_has_full_pod_to_pod_connectivity
         assert!(t.bytes_received > 1_000_000, "{} -> {}: only {} bytes", a.ip, b.ip, t.bytes_received);
     }
     for (n, agent) in c.agents.iter().enumerate() {
-        assert!(agent.stat("redirect_tunnel").unwrap().0 > 100, "node {n} tunnelled nothing");
-        assert!(agent.stat("deliver_from_node").unwrap().0 > 100, "node {n} delivered nothing from the other");
-        assert_eq!(agent.stat("drop_too_big").unwrap().0, 0);
+        assert!(agent.stat(Stat::RedirectTunnel).unwrap().0 > 100, "node {n} tunnelled nothing");
+        assert!(agent.stat(Stat::DeliverFromNode).unwrap().0 > 100, "node {n} delivered nothing from the other");
+        assert_eq!(agent.stat(Stat::DropTooBig).unwrap().0, 0);
     }
 }

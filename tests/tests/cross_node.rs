@@ -3,6 +3,7 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
+use knet_common::Stat;
 use knet_tests::{
     capture::Capture,
     cluster::{self, Cluster},
@@ -59,9 +60,9 @@ fn full_connectivity(mode: &str) {
     );
     assert!(traffic::iperf3(&c.nodes[1].ns, &b.ns, b.ip, opts).unwrap().bytes_received > 1_000_000);
     assert!(traffic::iperf3(&a.ns, &c.nodes[2].ns, c.nodes[2].address, opts).unwrap().bytes_received > 1_000_000);
-    let stat = if mode == "vxlan" { "redirect_tunnel" } else { "redirect_native" };
-    assert!(c.agents[0].stat(stat).unwrap().0 > 100, "{stat} did not count the cross-node traffic");
-    assert!(c.agents[2].stat("deliver_from_node").unwrap().0 > 100);
+    let stat = if mode == "vxlan" { Stat::RedirectTunnel } else { Stat::RedirectNative };
+    assert!(c.agents[0].stat(stat).unwrap().0 > 100, "{} did not count the cross-node traffic", stat.name());
+    assert!(c.agents[2].stat(Stat::DeliverFromNode).unwrap().0 > 100);
 
     // A pod reaches an address outside the cluster through its node's one
     // masquerade rule: the outside sees the node's address.
@@ -133,12 +134,12 @@ fn vxlan_from_an_unknown_source_is_dropped_and_counted() {
     out.ip(&["link", "set", "vx0", "up"]).unwrap();
     out.ip(&["neigh", "add", &target.ip.to_string(), "lladdr", &target.mac, "dev", "vx0", "nud", "permanent"]).unwrap();
 
-    let (before, _) = c.agents[0].stat("drop_unknown_tunnel_source").unwrap();
-    let delivered_before = c.agents[0].stat("deliver_from_node").unwrap().0;
+    let (before, _) = c.agents[0].stat(Stat::DropUnknownTunnelSource).unwrap();
+    let delivered_before = c.agents[0].stat(Stat::DeliverFromNode).unwrap().0;
     assert!(!traffic::ping_once(out, target.ip), "a VXLAN packet from an unknown source reached the pod");
-    let (after, _) = c.agents[0].stat("drop_unknown_tunnel_source").unwrap();
+    let (after, _) = c.agents[0].stat(Stat::DropUnknownTunnelSource).unwrap();
     assert!(after > before, "the drop was not counted under drop_unknown_tunnel_source");
-    assert_eq!(c.agents[0].stat("deliver_from_node").unwrap().0, delivered_before);
+    assert_eq!(c.agents[0].stat(Stat::DeliverFromNode).unwrap().0, delivered_before);
     // Known nodes still get through.
     traffic::ping(&c.pods[1][0].ns, target.ip, 2).unwrap();
 }
@@ -169,7 +170,7 @@ fn full_size_packets_work_at_the_reduced_mtu() {
     let said = format!("{}{}", String::from_utf8_lossy(&too_big.stdout), String::from_utf8_lossy(&too_big.stderr));
     assert!(said.contains("mtu = 1450") || said.contains("too long"), "not refused locally: {said}");
     // Same-node pods keep the full MTU.
-    assert_eq!(c.agents[1].stat("drop_too_big").unwrap().0, 0);
+    assert_eq!(c.agents[1].stat(Stat::DropTooBig).unwrap().0, 0);
 }
 
 fn generation(c: &Cluster, i: usize) -> u64 {

@@ -6,6 +6,7 @@
 
 use std::net::Ipv4Addr;
 
+use knet_common::Stat;
 use knet_tests::{
     cluster::{self, Cluster},
     cni::{self, links},
@@ -56,11 +57,11 @@ fn pods_added_through_libcni_in_vxlan_mode_reach_across_nodes_and_pass_libcni_ch
     assert_eq!(cni::route_mtu(&a.ns, b.ip).unwrap(), Some(1450));
     assert_eq!(cni::route_mtu(&a.ns, Ipv4Addr::new(10, 244, 0, 200)).unwrap(), None);
 
-    let (tunnelled_before, _) = c.agents[0].stat("redirect_tunnel").unwrap();
+    let (tunnelled_before, _) = c.agents[0].stat(Stat::RedirectTunnel).unwrap();
     traffic::ping(&a.ns, b.ip, 3).unwrap();
     traffic::ping(&b.ns, a.ip, 3).unwrap();
     traffic::ping(&a.ns, cluster::node_address(1), 3).unwrap();
-    assert!(c.agents[0].stat("redirect_tunnel").unwrap().0 >= tunnelled_before + 3, "node 0 tunnelled nothing");
+    assert!(c.agents[0].stat(Stat::RedirectTunnel).unwrap().0 >= tunnelled_before + 3, "node 0 tunnelled nothing");
 
     // CHECK as a runtime runs it: prevResult is libcni's cached result,
     // which has no route MTUs; knet takes them from its agent.

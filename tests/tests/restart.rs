@@ -1,6 +1,7 @@
 //! An agent restart drops no packet: links and maps are pinned, and a new
 //! agent adopts them. Needs root; run with `cargo xtask test`.
 
+use knet_common::Stat;
 use knet_tests::{
     cluster::{pod_cidr, Cluster},
     traffic,
@@ -50,9 +51,9 @@ fn an_agent_restarted_without_a_node_file_forgets_the_cluster() {
     assert_eq!(dp["tunnel_sources"], serde_json::json!([]), "{dp}");
     let routes = c.nodes[0].ns.ip(&["route", "show", "proto", "75"]).unwrap();
     assert_eq!(routes.trim(), format!("unreachable {own}"), "the agent's routes to other nodes stayed");
-    let (tunneled, _) = c.agents[0].stat("redirect_tunnel").unwrap();
+    let (tunneled, _) = c.agents[0].stat(Stat::RedirectTunnel).unwrap();
     assert!(!traffic::ping_once(&c.pods[0][0].ns, c.pods[1][0].ip));
-    assert_eq!(c.agents[0].stat("redirect_tunnel").unwrap().0, tunneled);
+    assert_eq!(c.agents[0].stat(Stat::RedirectTunnel).unwrap().0, tunneled);
     // Its own pods are still served.
     assert_eq!(c.agents[0].map_ips().unwrap(), vec![c.pods[0][0].ip.to_string()]);
 }

@@ -3,6 +3,7 @@
 
 use std::net::Ipv4Addr;
 
+use knet_common::Stat;
 use knet_tests::{
     traffic::{self, IperfOptions},
     Agent, AgentOptions, Node, Pod,
@@ -32,7 +33,7 @@ fn same_node() -> SameNode {
 #[test]
 fn pods_on_one_node_talk_through_redirect_not_the_stack() {
     let t = same_node();
-    let (redirected_before, _) = t.agent.stat("redirect_local").unwrap();
+    let (redirected_before, _) = t.agent.stat(Stat::RedirectLocal).unwrap();
     let forwarded_before = t.node.ns.forwarded_datagrams().unwrap();
     let sent_before = t.a.tx_packets().unwrap() + t.b.tx_packets().unwrap();
 
@@ -45,7 +46,7 @@ fn pods_on_one_node_talk_through_redirect_not_the_stack() {
     assert!(b_to_a.bytes_received > 1_000_000, "B->A moved only {} bytes", b_to_a.bytes_received);
 
     let sent = t.a.tx_packets().unwrap() + t.b.tx_packets().unwrap() - sent_before;
-    let (redirected_after, _) = t.agent.stat("redirect_local").unwrap();
+    let (redirected_after, _) = t.agent.stat(Stat::RedirectLocal).unwrap();
     let redirected = redirected_after - redirected_before;
     // Every packet the pods sent (IPv6 is off, the gateway's neighbour entry
     // is static: all of it is IPv4 to the other pod) went through the redirect.
@@ -53,21 +54,22 @@ fn pods_on_one_node_talk_through_redirect_not_the_stack() {
     assert!(redirected >= sent, "redirect counter rose by {redirected}, pods sent {sent}");
     let forwarded = t.node.ns.forwarded_datagrams().unwrap() - forwarded_before;
     assert_eq!(forwarded, 0, "the node's stack forwarded {forwarded} datagrams");
-    assert_eq!(t.agent.stat("drop_spoofed_source").unwrap().0, 0);
+    assert_eq!(t.agent.stat(Stat::DropSpoofedSource).unwrap().0, 0);
 }
 
 #[test]
 fn pod_reaches_its_node_and_node_reaches_pod() {
     let t = same_node();
-    let (to_stack_before, _) = t.agent.stat("pass_to_stack").unwrap();
+    let (to_stack_before, _) = t.agent.stat(Stat::PassToStack).unwrap();
     traffic::ping(&t.a.ns, t.node.address, 3).unwrap();
     traffic::ping(&t.node.ns, t.a.ip, 3).unwrap();
     traffic::ping(&t.node.ns, t.b.ip, 3).unwrap();
     let tcp = traffic::iperf3(&t.a.ns, &t.node.ns, t.node.address, IperfOptions::default()).unwrap();
     assert!(tcp.bytes_received > 1_000_000);
-    let (to_stack_after, _) = t.agent.stat("pass_to_stack").unwrap();
+    let (to_stack_after, _) = t.agent.stat(Stat::PassToStack).unwrap();
     // Pod-to-node traffic is not a local pod's: from_pod hands it to the stack.
-    assert!(to_stack_after - to_stack_before >= 3, "pass_to_stack rose only by {}", to_stack_after - to_stack_before);
+    let to_stack = to_stack_after - to_stack_before;
+    assert!(to_stack >= 3, "{} rose only by {to_stack}", Stat::PassToStack.name());
 }
 
 #[test]
@@ -87,10 +89,10 @@ fn deleting_an_endpoint_removes_its_entry_and_program_only() {
 
     // A still reaches its node through its program, and B (no longer a knet
     // endpoint, and the node does not forward) is no longer redirected to.
-    let (redirected_before, _) = t.agent.stat("redirect_local").unwrap();
+    let (redirected_before, _) = t.agent.stat(Stat::RedirectLocal).unwrap();
     traffic::ping(&t.a.ns, t.node.address, 3).unwrap();
     assert!(!traffic::ping_once(&t.a.ns, t.b.ip), "A still reaches B after B's endpoint was deleted");
-    assert_eq!(t.agent.stat("redirect_local").unwrap().0, redirected_before);
+    assert_eq!(t.agent.stat(Stat::RedirectLocal).unwrap().0, redirected_before);
 
     // Deleting again is a 404 and changes nothing; adding B back restores it.
     let (status, _) = t.agent.request("DELETE", "/v1/endpoints/10.244.0.3", None).unwrap();
@@ -104,14 +106,14 @@ fn a_spoofed_source_is_dropped_and_counted() {
     let t = same_node();
     // The pod claims an address that is not its own (another of the subnet).
     t.a.ns.ip(&["addr", "add", "10.244.0.99/32", "dev", "eth0"]).unwrap();
-    let (drops_before, _) = t.agent.stat("drop_spoofed_source").unwrap();
+    let (drops_before, _) = t.agent.stat(Stat::DropSpoofedSource).unwrap();
     let spoofed = knet_tests::cmd::output(
         "ip",
         &t.a.ns.exec_args("ping", &["-c", "3", "-i", "0.05", "-W", "1", "-I", "10.244.0.99", &t.b.ip.to_string()]),
     )
     .unwrap();
     assert!(!spoofed.status.success(), "a ping from a spoofed source got through");
-    let (drops_after, _) = t.agent.stat("drop_spoofed_source").unwrap();
+    let (drops_after, _) = t.agent.stat(Stat::DropSpoofedSource).unwrap();
     assert!(drops_after - drops_before >= 3, "spoofed drops rose by {}", drops_after - drops_before);
     // Its own address still works.
     traffic::ping(&t.a.ns, t.b.ip, 2).unwrap();
@@ -121,7 +123,7 @@ fn a_spoofed_source_is_dropped_and_counted() {
 fn the_data_path_outlives_the_agent_and_a_new_agent_adopts_it() {
     let mut t = same_node();
     traffic::ping(&t.a.ns, t.b.ip, 2).unwrap();
-    let (redirected_before, _) = t.agent.stat("redirect_local").unwrap();
+    let (redirected_before, _) = t.agent.stat(Stat::RedirectLocal).unwrap();
     let socket = t.agent.socket().to_path_buf();
 
     let status = t.agent.stop().unwrap();
@@ -144,7 +146,7 @@ fn the_data_path_outlives_the_agent_and_a_new_agent_adopts_it() {
     // exactly one program on each veth.
     assert_eq!(t.agent.tcx_ingress(&t.a.host_veth).unwrap(), vec!["from_pod"]);
     assert_eq!(t.agent.tcx_ingress(&t.b.host_veth).unwrap(), vec!["from_pod"]);
-    assert!(t.agent.stat("redirect_local").unwrap().0 >= redirected_before + 6);
+    assert!(t.agent.stat(Stat::RedirectLocal).unwrap().0 >= redirected_before + 6);
     traffic::ping(&t.a.ns, t.b.ip, 3).unwrap();
-    assert!(t.agent.stat("redirect_local").unwrap().0 >= redirected_before + 12);
+    assert!(t.agent.stat(Stat::RedirectLocal).unwrap().0 >= redirected_before + 12);
 }

@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use knet_common::Stat;
 use knet_tests::{
     cluster::{self, Cluster},
     traffic::{self, IperfOptions},
@@ -248,30 +249,25 @@ fn print_matrix(cluster: &Cluster, stop: &AtomicBool) -> Result<usize> {
 
 /// Every node's `STATS`: the forwarding counters and the drops.
 fn print_stats(cluster: &Cluster, sandbox: &Sandbox) -> Result<()> {
-    let cross = if sandbox.mode == "vxlan" { "redirect_tunnel" } else { "redirect_native" };
-    let columns = ["redirect_local", cross, "deliver_from_node", "pass_to_stack"];
+    let cross = if sandbox.mode == "vxlan" { Stat::RedirectTunnel } else { Stat::RedirectNative };
+    let columns = [Stat::RedirectLocal, cross, Stat::DeliverFromNode, Stat::PassToStack];
     println!("\ndata path counters per node (packets, GET /v1/stats):");
     print!("  {:<8}", "node");
     for c in columns {
-        print!(" {c:>18}");
+        print!(" {:>18}", c.name());
     }
     println!(" {:>8}  drops by reason", "drops");
     for (i, agent) in cluster.agents.iter().enumerate() {
-        let stats = api(agent, "/v1/stats")?;
-        let entries = stats.as_array().context("stats is not a list")?;
-        let packets =
-            |name: &str| entries.iter().find(|e| e["name"] == name).and_then(|e| e["packets"].as_u64()).unwrap_or(0);
+        let stats = agent.stats()?;
+        let packets = |stat: Stat| stats.iter().find(|(s, _)| *s == stat).map_or(0, |(_, c)| c.packets);
         print!("  {:<8}", cluster::node_name(i));
         for c in columns {
             print!(" {:>18}", packets(c));
         }
-        let drops: Vec<(&str, u64)> = entries
-            .iter()
-            .filter(|e| e["drop"] == true)
-            .filter_map(|e| Some((e["name"].as_str()?, e["packets"].as_u64()?)))
-            .collect();
+        let drops: Vec<(Stat, u64)> = stats.iter().filter(|(s, _)| s.is_drop()).map(|(s, c)| (*s, c.packets)).collect();
         let total: u64 = drops.iter().map(|(_, n)| n).sum();
-        let named: Vec<String> = drops.iter().filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name} {n}")).collect();
+        let named: Vec<String> =
+            drops.iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{} {n}", s.name())).collect();
         println!(" {total:>8}  {}", if named.is_empty() { "-".to_string() } else { named.join(", ") });
     }
     Ok(())

@@ -1,6 +1,11 @@
 //! The local endpoint API: HTTP/JSON on a Unix socket that only root may
-//! open (mode 0600). The CNI plugin and operators are its clients; the agent
-//! behind it is the only writer of BPF state.
+//! open (mode 0600 from the moment it exists: bound in a private directory,
+//! then moved into place). The CNI plugin and operators are its clients;
+//! the agent behind it is the only writer of BPF state. At most
+//! `MAX_CONNECTIONS` connections are served at once (more get 503 without
+//! being read); headers must arrive within `HEADER_TIMEOUT`, a request is
+//! answered within `REQUEST_TIMEOUT` (else 408), bodies above `MAX_BODY`
+//! are 413.
 //!
 //! | method and path            | does                                   |
 //! |----------------------------|----------------------------------------|
@@ -17,13 +22,16 @@
 //! | `GET /readyz`              | readiness: first reconcile done, source in sync |
 //!
 //! Errors are `{"error": "..."}` with 400 (malformed or invalid), 404
-//! (unknown endpoint), 409 (conflict), 422 (host veth missing), 503 (not
-//! ready: this node's pod CIDR not known yet) or 500.
+//! (unknown endpoint), 408 (too slow), 409 (conflict), 413 (body too
+//! large), 422 (host veth missing, or not a pod's veth: loopback, the
+//! underlay, a veth whose peer is in the node's namespace), 503 (not ready:
+//! this node's pod CIDR not known yet; or at the connection cap), 507 (the
+//! endpoint map is full) or 500.
 
 pub mod client;
 mod server;
 
-pub use server::{serve, Shared};
+pub use server::{serve, Shared, HEADER_TIMEOUT, MAX_BODY, MAX_CONNECTIONS, REQUEST_TIMEOUT};
 
 use serde::{Deserialize, Serialize};
 

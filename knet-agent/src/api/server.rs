@@ -1,18 +1,29 @@
 //! The API's HTTP side: routes, error mapping and the socket.
 
-use std::{net::Ipv4Addr, os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+use std::{
+    net::Ipv4Addr,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 use axum::{
-    extract::{rejection::JsonRejection, Path as UrlPath, State},
+    extract::{rejection::JsonRejection, DefaultBodyLimit, Path as UrlPath, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{delete, get},
     Json, Router,
 };
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use tokio::{
-    net::UnixListener,
-    sync::{watch, Mutex},
+    io::AsyncWriteExt,
+    net::{UnixListener, UnixStream},
+    sync::{watch, Mutex, OwnedSemaphorePermit, Semaphore},
 };
 
 use super::{ErrorBody, LinkPrograms, NodeView, ProgramId, StatEntry};
@@ -45,7 +56,8 @@ impl From<AgentError> for ApiError {
             AgentError::Endpoint(EndpointError::Invalid(_)) => StatusCode::BAD_REQUEST,
             AgentError::Endpoint(EndpointError::Conflict(_)) => StatusCode::CONFLICT,
             AgentError::Endpoint(EndpointError::NotFound(_)) => StatusCode::NOT_FOUND,
-            AgentError::NoSuchLink(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AgentError::NoSuchLink(_) | AgentError::NotAPodLink(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AgentError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
             AgentError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             AgentError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -82,8 +94,11 @@ async fn add_endpoint(
     State(shared): State<Shared>,
     body: Result<Json<AddEndpoint>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(req) =
-        body.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("malformed request: {}", e.body_text())))?;
+    // Keep the rejection's own status: 413 for an oversized body.
+    let Json(req) = body.map_err(|e| {
+        let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE { e.status() } else { StatusCode::BAD_REQUEST };
+        ApiError(status, format!("malformed request: {}", e.body_text()))
+    })?;
     let endpoint = shared.agent.lock().await.add_endpoint(&req).await?;
     Ok((StatusCode::CREATED, Json(endpoint)))
 }
@@ -164,6 +179,18 @@ async fn stats(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiErr
     Ok(Json(body))
 }
 
+/// At most this many connections are served at once; more are answered
+/// 503 at once (the plugin retries), so a flood never queues the plugin
+/// behind it nor grows the agent's memory.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A client has this long to send a request's headers, and a request this
+/// long to be read and answered: an idle or trickling client cannot hold a
+/// connection.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request bodies are small JSON objects; larger is 413.
+pub const MAX_BODY: usize = 64 * 1024;
+
 /// Binds the socket (mode 0600) and serves until `shutdown` resolves.
 pub async fn serve(
     shared: Shared,
@@ -172,26 +199,101 @@ pub async fn serve(
 ) -> Result<()> {
     let listener = bind(socket).await?;
     tracing::info!(socket = %socket.display(), "API listening");
-    let result =
-        axum::serve(listener, router(shared)).with_graceful_shutdown(shutdown).await.context("API server failed");
+    let app = limited(router(shared));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept an API connection");
+                    continue;
+                }
+            },
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                tokio::spawn(serve_connection(stream, app.clone(), slot));
+            }
+            Err(_) => {
+                tokio::spawn(refuse_busy(stream));
+            }
+        }
+    }
     let _ = std::fs::remove_file(socket);
-    result
+    // Let requests in flight finish, bounded.
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, slots.acquire_many(MAX_CONNECTIONS as u32)).await;
+    Ok(())
 }
 
-async fn bind(socket: &Path) -> Result<UnixListener> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// Body size and total request time limits around every route.
+fn limited(router: Router) -> Router {
+    router.layer(DefaultBodyLimit::max(MAX_BODY)).layer(axum::middleware::from_fn(
+        |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+                Ok(response) => response,
+                Err(_) => {
+                    ApiError(StatusCode::REQUEST_TIMEOUT, format!("the request took longer than {REQUEST_TIMEOUT:?}"))
+                        .into_response()
+                }
+            }
+        },
+    ))
+}
+
+async fn serve_connection(stream: UnixStream, app: Router, _slot: OwnedSemaphorePermit) {
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    if let Err(e) = served.await {
+        tracing::debug!(error = %e, "API connection ended with an error");
     }
+}
+
+/// Answers 503 without reading the request, then closes.
+async fn refuse_busy(mut stream: UnixStream) {
+    let body = serde_json::to_string(&ErrorBody {
+        error: format!("the agent is serving {MAX_CONNECTIONS} connections; try again"),
+    })
+    .unwrap_or_default();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(HEADER_TIMEOUT, stream.write_all(response.as_bytes())).await;
+}
+
+/// Binds the socket where no one else can reach it before its mode is
+/// 0600: inside a fresh 0700 directory, then moved into place. (Bound in
+/// place, it would carry the umask's mode until the chmod.)
+async fn bind(socket: &Path) -> Result<UnixListener> {
+    let dir = socket.parent().context("api_socket names no directory")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     if socket.exists() {
         // A socket someone still answers on belongs to a running agent;
         // one nobody answers on is left over from a crash.
-        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+        if UnixStream::connect(socket).await.is_ok() {
             bail!("another agent is already serving on {}", socket.display());
         }
         std::fs::remove_file(socket).with_context(|| format!("cannot remove stale {}", socket.display()))?;
     }
-    let listener = UnixListener::bind(socket).with_context(|| format!("cannot bind {}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot restrict {}", socket.display()))?;
+    let private = tempfile::Builder::new()
+        .prefix(".knet-agent-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot create a private directory in {}", dir.display()))?;
+    let staged = private.path().join("agent.sock");
+    let listener = UnixListener::bind(&staged).with_context(|| format!("cannot bind {}", staged.display()))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", staged.display()))?;
+    std::fs::rename(&staged, socket).with_context(|| format!("cannot move the socket to {}", socket.display()))?;
     Ok(listener)
 }

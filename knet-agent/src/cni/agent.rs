@@ -1,10 +1,16 @@
 //! The plugin's side of the agent's local API: every call bounded, the
-//! agent being down a "try again later" (11), a refusal knet's own code.
+//! agent being down or busy a "try again later" (11), a full node its own
+//! code, any other refusal knet's own code.
 
 use std::{future::Future, net::Ipv4Addr, path::Path, time::Duration};
 
+use hyper::StatusCode;
+
 use crate::{
-    api::{client::Client, NodeView},
+    api::{
+        client::{CallError, Client},
+        NodeView,
+    },
     endpoints::{AddEndpoint, Endpoint},
     mac::MacAddr,
 };
@@ -14,32 +20,50 @@ use super::spec::{code, CniError};
 /// How long the reachability probe before any side effect may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The client's own errors are text; a refusal is the one it words as
-/// "agent refused" (see `api::client`).
-fn classify(socket: &Path, e: anyhow::Error) -> CniError {
-    let text = format!("{e:#}");
-    if text.contains("agent refused") {
-        CniError::new(code::AGENT_REFUSED, format!("the knet agent refused: {text}"))
-    } else {
-        CniError::new(
+fn classify(socket: &Path, e: CallError) -> CniError {
+    match e {
+        CallError::Refused { status, message } if status == StatusCode::INSUFFICIENT_STORAGE => {
+            CniError::new(code::NODE_FULL, format!("the knet agent has no room for another pod: {message}"))
+        }
+        CallError::Refused { status, message } if status != StatusCode::SERVICE_UNAVAILABLE => {
+            CniError::new(code::AGENT_REFUSED, format!("the knet agent refused ({status}): {message}"))
+        }
+        e => CniError::new(
             code::TRY_AGAIN_LATER,
-            format!("the knet agent at {} is not reachable (is it running?)", socket.display()),
+            format!("the knet agent at {} is not reachable or busy (is it running?)", socket.display()),
         )
-        .with_details(text)
+        .with_details(e.to_string()),
     }
 }
 
-async fn bounded<T>(
+/// Runs `call` until it succeeds, fails for good, or `limit` is spent:
+/// an agent at its connection cap or restarting answers again shortly.
+async fn bounded<T, F: Future<Output = Result<T, CallError>>>(
     socket: &Path,
     limit: Duration,
-    call: impl Future<Output = anyhow::Result<T>>,
+    mut call: impl FnMut() -> F,
 ) -> Result<T, CniError> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(r) => r.map_err(|e| classify(socket, e)),
-        Err(_) => Err(CniError::new(
-            code::TRY_AGAIN_LATER,
-            format!("the knet agent at {} did not answer within {limit:?}", socket.display()),
-        )),
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let outcome = match tokio::time::timeout(left, call()).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!("the knet agent at {} did not answer within {limit:?}", socket.display()),
+                ))
+            }
+        };
+        match outcome {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(800));
+            }
+            Err(e) => return Err(classify(socket, e)),
+        }
     }
 }
 
@@ -47,27 +71,30 @@ async fn bounded<T>(
 /// probe that the agent answers at all, before any side effect.
 pub async fn node(socket: &Path) -> Result<NodeView, CniError> {
     let client = Client::new(socket);
-    bounded(socket, PROBE_TIMEOUT, client.get("/v1/node")).await
+    bounded(socket, PROBE_TIMEOUT, || client.get("/v1/node")).await
 }
 
 /// The endpoints the agent holds.
 pub async fn endpoints(socket: &Path) -> Result<Vec<Endpoint>, CniError> {
     let client = Client::new(socket);
-    bounded(socket, PROBE_TIMEOUT, client.get("/v1/endpoints")).await
+    bounded(socket, PROBE_TIMEOUT, || client.get("/v1/endpoints")).await
 }
 
 pub async fn register(socket: &Path, ip: Ipv4Addr, host_veth: &str, pod_mac: MacAddr) -> Result<Endpoint, CniError> {
     let client = Client::new(socket);
     let req = AddEndpoint { ip: ip.to_string(), host_veth: host_veth.to_string(), pod_mac: pod_mac.to_string() };
-    bounded(socket, Duration::from_secs(15), client.post("/v1/endpoints", &req)).await
+    bounded(socket, Duration::from_secs(15), || client.post("/v1/endpoints", &req)).await
 }
 
 /// Deletes the endpoint `ip`; one the agent does not know is fine.
 pub async fn unregister(socket: &Path, ip: Ipv4Addr) -> Result<(), CniError> {
     let client = Client::new(socket);
-    match bounded(socket, Duration::from_secs(15), client.delete::<Endpoint>(&format!("/v1/endpoints/{ip}"))).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == code::AGENT_REFUSED && e.msg.contains("404") => Ok(()),
-        Err(e) => Err(e),
-    }
+    let path = format!("/v1/endpoints/{ip}");
+    bounded(socket, Duration::from_secs(15), || async {
+        match client.delete::<Endpoint>(&path).await {
+            Err(CallError::Refused { status: StatusCode::NOT_FOUND, .. }) => Ok(()),
+            other => other.map(drop),
+        }
+    })
+    .await
 }

@@ -84,6 +84,7 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
     // Everything that can be checked without a side effect, first.
     let netns_path = args.netns.as_ref().expect("ADD requires CNI_NETNS");
     let ns = netns::open(netns_path)?;
+    netns::refuse_node_namespace(&ns, netns_path)?;
     let ipam = Ipam::prepare(&conf.ipam_type, &args.path, &conf.cni_version, stdin).await?;
     let host = names::host_veth(&args.container_id, &args.ifname);
     let alias = names::owner_alias(&args.container_id, &args.ifname);
@@ -151,8 +152,11 @@ async fn add_steps(
     let pod_mac = pod.mac.ok_or_else(|| CniError::new(code::NETLINK, "the pod's interface has no MAC address"))?;
     wiring::add_host_route(node, ip, host_link.index).await?;
 
-    agent::register(&conf.agent_socket, ip, host, pod_mac).await?;
+    // Recorded before the request: an agent that writes the entry and dies
+    // before it answers leaves one, and undoing a DELETE of an entry that
+    // was never written is harmless (404 is fine).
     done.endpoint = Some(ip);
+    agent::register(&conf.agent_socket, ip, host, pod_mac).await?;
 
     let dns = if ipam_result.dns.is_empty() { conf.dns.clone() } else { ipam_result.dns.clone() };
     Ok(spec::add_result(spec::AddOutcome {
@@ -232,10 +236,8 @@ async fn check(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniEr
             format!("cniVersion {} has no CHECK (0.4.0 and later)", conf.cni_version),
         ));
     }
-    let prev = conf
-        .prev_result
-        .as_ref()
-        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "CHECK needs the prevResult of ADD"))?;
+    let prev = conf.prev_result()?;
+    let prev = prev.as_ref().ok_or_else(|| CniError::new(code::INVALID_CONFIG, "CHECK needs the prevResult of ADD"))?;
     let ip = prev.pod_ipv4(&args.ifname).ok_or_else(|| {
         CniError::new(
             code::INVALID_CONFIG,

@@ -7,7 +7,10 @@ use std::{fs::File, future::Future, path::Path};
 
 use nix::{
     sched::{setns, CloneFlags},
-    sys::statfs::{fstatfs, NSFS_MAGIC},
+    sys::{
+        stat::{fstat, stat},
+        statfs::{fstatfs, NSFS_MAGIC},
+    },
 };
 use rtnetlink::Handle;
 
@@ -30,6 +33,28 @@ pub fn open(path: &Path) -> Result<File, CniError> {
         return Err(CniError::new(code::INVALID_ENV, format!("CNI_NETNS {} is not a namespace file", path.display())));
     }
     Ok(file)
+}
+
+/// Refuses a `CNI_NETNS` that is the plugin's own network namespace or the
+/// host's (pid 1's): wiring a "pod" there would rewire the node itself (a
+/// default route into a veth, a /32 address). Compared by device and
+/// inode, the identity of a namespace.
+pub fn refuse_node_namespace(ns: &File, path: &Path) -> Result<(), CniError> {
+    let target = fstat(ns).map_err(|e| {
+        CniError::new(code::INVALID_ENV, format!("cannot stat CNI_NETNS {}", path.display()))
+            .with_details(e.to_string())
+    })?;
+    for (own, what) in [("/proc/self/ns/net", "the plugin's own"), ("/proc/1/ns/net", "the host's")] {
+        if let Ok(st) = stat(own) {
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino) {
+                return Err(CniError::new(
+                    code::INVALID_ENV,
+                    format!("CNI_NETNS {} is {what} network namespace, not a pod's", path.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs `work` with a netlink handle inside the namespace `ns`.

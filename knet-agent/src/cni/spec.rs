@@ -52,6 +52,9 @@ pub mod code {
     pub const NETLINK: u32 = 103;
     /// The IPAM plugin's answer is unusable (no IPv4 address, not JSON...).
     pub const IPAM_RESULT: u32 = 104;
+    /// The node holds as many pods as its endpoint map can (the agent
+    /// answered 507).
+    pub const NODE_FULL: u32 = 105;
 }
 
 /// A CNI error: printed on stdout as `{"cniVersion","code","msg","details"}`
@@ -184,7 +187,19 @@ pub struct NetConf {
     /// The IPAM plugin's binary name (`host-local`).
     pub ipam_type: String,
     pub dns: Dns,
-    pub prev_result: Option<CniResult>,
+    /// As given: read (and refused if malformed) only by the commands that
+    /// need it, so a damaged cache never stops a DEL.
+    pub prev_result: Option<Value>,
+}
+
+impl NetConf {
+    /// The previous result, for the commands that need one (CHECK).
+    pub fn prev_result(&self) -> Result<Option<CniResult>, CniError> {
+        match &self.prev_result {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => parse_prev_result(v.clone()).map(Some),
+        }
+    }
 }
 
 /// The `cniVersion` of a configuration, if it has one: what errors are
@@ -253,10 +268,6 @@ fn validate(raw: RawNetConf) -> Result<NetConf, CniError> {
     {
         return Err(invalid(format!("ipam.type {:?} is not a plugin name", ipam.plugin_type)));
     }
-    let prev_result = match raw.prev_result {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(parse_prev_result(v)?),
-    };
     Ok(NetConf {
         cni_version: raw.cni_version,
         name: raw.name,
@@ -264,7 +275,7 @@ fn validate(raw: RawNetConf) -> Result<NetConf, CniError> {
         agent_socket,
         ipam_type: ipam.plugin_type,
         dns: raw.dns,
-        prev_result,
+        prev_result: raw.prev_result,
     })
 }
 
@@ -517,16 +528,21 @@ mod tests {
                 br#"{"cniVersion":"1.0.0","name":"n","type":"knet","ipam":{"type":"../x"}}"#,
                 code::INVALID_CONFIG,
             ),
-            (
-                br#"{"cniVersion":"1.0.0","name":"n","type":"knet","ipam":{"type":"host-local"},"prevResult":{"ips":"x"}}"#,
-                code::DECODE,
-            ),
         ];
         for (input, want) in cases {
             let err = parse_netconf(input).unwrap_err();
             assert_eq!(err.code, *want, "{}: {err}", String::from_utf8_lossy(input));
             assert!(!err.msg.is_empty());
         }
+    }
+
+    #[test]
+    fn a_malformed_prev_result_is_refused_only_where_it_is_read() {
+        let conf = parse_netconf(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"knet","ipam":{"type":"host-local"},"prevResult":{"ips":"x"}}"#,
+        )
+        .expect("DEL needs no prevResult: the configuration itself is fine");
+        assert_eq!(conf.prev_result().unwrap_err().code, code::DECODE);
     }
 
     #[test]

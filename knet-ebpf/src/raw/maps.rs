@@ -2,6 +2,7 @@
 //! from `knet-common`; the node and endpoint maps and the counters are
 //! pinned by name so that they outlive an agent restart.
 
+use crate::icmp::TunnelledError;
 use aya_ebpf::{
     macros::map,
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
@@ -37,6 +38,19 @@ static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STAT_SLOTS, 0);
 /// Per-CPU state of the ICMP error rate limit (see `icmp_allowed`).
 #[map(name = "ICMP_RATE")]
 static ICMP_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room to build a tunnelled ICMP error in (too big for the stack
+/// beside `from_netdev`'s frame).
+#[map(name = "ICMP_SCRATCH")]
+static ICMP_SCRATCH: PerCpuArray<TunnelledError> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's tunnelled-error scratch space.
+#[inline(always)]
+pub(crate) fn tunnelled_error() -> Option<&'static mut TunnelledError> {
+    // SAFETY: a per-CPU slot; a program runs to its end on one CPU without
+    // being preempted, and this is the only reference taken in a run.
+    ICMP_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
 
 /// A copy of the local endpoint with this address, if there is one.
 #[inline(always)]

@@ -3,7 +3,7 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::{helpers::generated::bpf_skb_change_tail, programs::TcContext};
+use aya_ebpf::{helpers::generated::bpf_skb_load_bytes, programs::TcContext};
 
 /// A copy of the `T` at `offset` into the packet. If the bytes exist but
 /// are not in the linear area yet, they are pulled in first; `None` if the
@@ -45,6 +45,27 @@ pub(crate) fn store<T: Copy>(ctx: &TcContext, offset: usize, value: T) -> Result
     Ok(())
 }
 
+/// Copies `N` bytes from `offset` into `dst` (map memory, say) with
+/// `bpf_skb_load_bytes`, also from beyond the linear area; `Err` if the
+/// packet is shorter.
+#[inline(always)]
+pub(crate) fn load_into<const N: usize>(ctx: &TcContext, offset: usize, dst: &mut [u8; N]) -> Result<(), ()> {
+    // SAFETY: `dst` is N writable bytes for the length of the call.
+    let ret = unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), offset as u32, dst.as_mut_ptr().cast(), N as u32) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+/// Writes the `T` that `value` points at (map memory, say) at `offset`
+/// with `bpf_skb_store_bytes`, without a copy on the stack.
+#[inline(always)]
+pub(crate) fn store_from<T>(ctx: &TcContext, offset: usize, value: &T) -> Result<(), ()> {
+    ctx.store(offset, value, 0).map_err(drop)
+}
+
 /// The packet's length in bytes (all of it, not only the linear area).
 #[inline(always)]
 pub(crate) fn len(ctx: &TcContext) -> u32 {
@@ -69,18 +90,6 @@ pub(crate) fn ifindex(ctx: &TcContext) -> u32 {
 #[inline(always)]
 pub(crate) fn adjust_room(ctx: &TcContext, diff: i32, mode: u32, flags: u64) -> Result<(), ()> {
     ctx.adjust_room(diff, mode, flags).map(drop).map_err(drop)
-}
-
-/// Cuts or pads (with zeros) the packet to exactly `len` bytes.
-#[inline(always)]
-pub(crate) fn change_tail(ctx: &TcContext, len: u32) -> Result<(), ()> {
-    // SAFETY: a plain helper call on the program's own skb.
-    let ret = unsafe { bpf_skb_change_tail(ctx.skb.skb, len, 0) };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(())
-    }
 }
 
 /// Leaves where a redirect goes in the skb's control block (`cb[0]` the
