@@ -49,12 +49,14 @@ pub fn fuzz(seconds: u64, release: bool, only: Option<&str>) -> Result<()> {
         },
         None => targets.iter().collect(),
     };
+    let started = Instant::now();
     step(format!("building the fuzz targets ({})", if release { "optimized" } else { "with debug assertions" }));
     let status = cargo_fuzz.command("build").status().context("cannot run cargo fuzz")?;
     if !status.success() {
         bail!("building the fuzz targets failed ({status})");
     }
     let work = root().join("target/fuzz");
+    let count = chosen.len();
     for target in chosen {
         let corpus = work.join("corpus").join(target);
         let artifacts = root().join("fuzz/artifacts").join(target);
@@ -64,7 +66,7 @@ pub fn fuzz(seconds: u64, release: bool, only: Option<&str>) -> Result<()> {
         let log_path = work.join(format!("{target}.log"));
         let log = File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
         step(format!("fuzzing {target} for {seconds} s"));
-        let started = Instant::now();
+        let ran = Instant::now();
         // The binary itself, not `cargo fuzz run`, which would ask cargo
         // twice per target whether the build is fresh. libFuzzer adds what
         // it finds to the first corpus directory only: the seeds stay as
@@ -94,8 +96,9 @@ pub fn fuzz(seconds: u64, release: bool, only: Option<&str>) -> Result<()> {
                 binary.display()
             );
         }
-        eprintln!("    {target}: {} in {:.0?}, no crash", summary(&text), started.elapsed());
+        eprintln!("    {target}: {} in {:.0?}, no crash", summary(&text), ran.elapsed());
     }
+    step(format!("fuzz targets: {count} without a crash, {:.0?} with the build", started.elapsed()));
     Ok(())
 }
 
