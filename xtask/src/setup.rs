@@ -4,7 +4,8 @@
 //!   stable with `RUSTC_BOOTSTRAP=1` where no nightly is installed), needed
 //!   by `-Z build-std=core`;
 //! - bpf-linker built against that toolchain's own libLLVM (Debian's LLVM
-//!   is older than rustc's), installed under the project's `.cache/`.
+//!   is older than rustc's), installed under the project's `.cache/`;
+//! - for `cargo xtask fuzz` only, cargo-fuzz, also under `.cache/`.
 //!
 //! Each piece is checked before it is made, so a second run takes seconds.
 
