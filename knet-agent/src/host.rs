@@ -70,20 +70,11 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    /// The link named `name`, or `None` if there is none.
-    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
-        lookup(self.handle.link().get().match_name(name.to_string()), name).await
-    }
-
     /// The link named `name` with the traits a pod's host veth must have,
     /// or `None` if there is no such link.
     pub async fn link_with_traits(&self, name: &str) -> Result<Option<(Link, LinkTraits)>> {
-        let request = self.handle.link().get().match_name(name.to_string());
-        let msg = match request.execute().try_next().await {
-            Ok(Some(msg)) => msg,
-            Ok(None) => return Ok(None),
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("netlink lookup of link {name} failed")),
+        let Some(msg) = lookup(self.handle.link().get().match_name(name.to_string()), name).await? else {
+            return Ok(None);
         };
         let traits = LinkTraits {
             veth: msg.attributes.iter().any(|a| {
@@ -96,7 +87,7 @@ impl Netlink {
 
     /// The link with ifindex `index`, or `None` if there is none.
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
-        lookup(self.handle.link().get().match_index(index), &index.to_string()).await
+        Ok(lookup(self.handle.link().get().match_index(index), &index.to_string()).await?.and_then(link_from))
     }
 
     /// The link carrying the IPv4 address `ip`, if any.
@@ -222,9 +213,9 @@ pub fn enable_ip_forwarding() -> Result<()> {
 }
 
 /// Runs a single-link lookup; a link that does not exist is `None`.
-async fn lookup(request: rtnetlink::LinkGetRequest, what: &str) -> Result<Option<Link>> {
+async fn lookup(request: rtnetlink::LinkGetRequest, what: &str) -> Result<Option<LinkMessage>> {
     match request.execute().try_next().await {
-        Ok(Some(msg)) => Ok(link_from(msg)),
+        Ok(Some(msg)) => Ok(Some(msg)),
         Ok(None) => Ok(None),
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc_enodev() => Ok(None),
         Err(e) => Err(e).with_context(|| format!("netlink lookup of link {what} failed")),

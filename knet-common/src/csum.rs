@@ -26,12 +26,6 @@ pub fn finish(mut sum: u32) -> [u8; 2] {
     (!(sum as u16)).to_be_bytes()
 }
 
-/// The checksum of a 20-byte IPv4 header whose checksum field is zero.
-#[inline(always)]
-pub fn ipv4_header(header: &[u8; 20]) -> [u8; 2] {
-    finish(sum_words(header))
-}
-
 /// The header checksum after the TTL is lowered by one (RFC 1624, as the
 /// kernel's `ip_decrease_ttl` does): the TTL is the high byte of its word,
 /// so the stored complement rises by 0x0100, with end-around carry.
@@ -48,7 +42,7 @@ mod tests {
 
     fn header(ttl: u8, seed: u8) -> [u8; 20] {
         let mut h = [0x45, 0, 0, 84, seed, 0x11, 0x40, 0, ttl, 1, 0, 0, 10, 244, seed, 2, 10, 244, 1, seed];
-        let c = ipv4_header(&h);
+        let c = finish(sum_words(&h));
         h[10..12].copy_from_slice(&c);
         h
     }

@@ -8,7 +8,7 @@ use aya_ebpf::{bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, programs::TcContex
 use knet_common::{
     csum,
     icmp::{is_icmp_error, ICMP_DEST_UNREACHABLE, ICMP_FRAG_NEEDED, ICMP_TIME_EXCEEDED, ICMP_TTL_EXCEEDED_IN_TRANSIT},
-    node::{DataplaneConfig, POD_GATEWAY, VXLAN_PORT},
+    node::{DataplaneConfig, POD_GATEWAY},
     Stat,
 };
 use network_types::{
@@ -22,6 +22,7 @@ use network_types::{
 use crate::{
     headers::{self, Ipv4, ETH_LEN, INNER_ETH_AT, IPV4_LEN},
     raw::{helpers, maps, packet},
+    tunnel,
 };
 
 /// The IPv4 header (without options) and 8 bytes of what followed it.
@@ -226,14 +227,7 @@ pub(crate) fn build_in_tunnel(
     let outer_len = (core::mem::size_of::<TunnelledError>() - ETH_LEN) as u16;
     let id = helpers::random_u32() as u16;
     reply.ip = headers::new_ipv4(cfg.node_ip, outer.src(), IpProto::Udp, outer_len, id, true, 0);
-    let vni = cfg.vni.to_be_bytes();
-    reply.udp = UdpHdr {
-        src: (49152 | (helpers::flow_hash(ctx) as u16 & 0x3fff)).to_be_bytes(),
-        dst: VXLAN_PORT.to_be_bytes(),
-        len: (outer_len - IPV4_LEN as u16).to_be_bytes(),
-        check: [0; 2],
-    };
-    reply.vxlan = VxlanHdr { flags: 0x08, _reserved1: [0; 3], vni: [vni[1], vni[2], vni[3]], _reserved2: 0 };
+    (reply.udp, reply.vxlan) = tunnel::udp_and_vxlan(cfg, helpers::flow_hash(ctx), outer_len);
     resize(ctx, core::mem::size_of::<TunnelledError>() as u32)?;
     packet::store_from(ctx, 0, reply).map_err(|()| Stat::DropResizeFailed)
 }

@@ -62,22 +62,27 @@ pub(crate) fn encap(ctx: &TcContext, cfg: &DataplaneConfig, remote: u32) -> Resu
 
     let ip_len = (packet::len(ctx) - ETH_LEN as u32) as u16;
     let ip = headers::new_ipv4(cfg.node_ip, remote, IpProto::Udp, ip_len, helpers::random_u32() as u16, true, 0);
-    // Source port from the flow hash, in 49152..=65535, so the underlay can
-    // spread flows; checksum 0 (allowed over IPv4).
-    let sport = 49152 | (hash as u16 & 0x3fff);
+    let (udp, vxlan) = udp_and_vxlan(cfg, hash, ip_len);
+    let encap = VxlanEncap { ip, udp, vxlan, inner_eth };
+    packet::store(ctx, ETH_LEN, encap).map_err(|()| Stat::DropResizeFailed)
+}
+
+/// The UDP and VXLAN headers of a tunnel packet whose outer IPv4 packet is
+/// `ip_len` bytes long. The source port comes from the flow hash, in
+/// 49152..=65535, so the underlay can spread flows; the UDP checksum is 0
+/// (allowed over IPv4).
+#[inline(always)]
+pub(crate) fn udp_and_vxlan(cfg: &DataplaneConfig, hash: u32, ip_len: u16) -> (UdpHdr, VxlanHdr) {
     let vni = cfg.vni.to_be_bytes();
-    let encap = VxlanEncap {
-        ip,
-        udp: UdpHdr {
-            src: sport.to_be_bytes(),
+    (
+        UdpHdr {
+            src: (49152 | (hash as u16 & 0x3fff)).to_be_bytes(),
             dst: VXLAN_PORT.to_be_bytes(),
             len: (ip_len - IPV4_LEN as u16).to_be_bytes(),
             check: [0; 2],
         },
-        vxlan: VxlanHdr { flags: 0x08, _reserved1: [0; 3], vni: [vni[1], vni[2], vni[3]], _reserved2: 0 },
-        inner_eth,
-    };
-    packet::store(ctx, ETH_LEN, encap).map_err(|()| Stat::DropResizeFailed)
+        VxlanHdr { flags: 0x08, _reserved1: [0; 3], vni: [vni[1], vni[2], vni[3]], _reserved2: 0 },
+    )
 }
 
 /// The IP length of each TCP segment of a GSO packet: payload plus the

@@ -163,6 +163,25 @@ impl Drop for TempDir {
     }
 }
 
+/// A lone node with a running agent (`node-0`, no node source) and a knet
+/// network on it: what the plugin's tests start from. Fields drop in
+/// order: the network's files, then the agent, then the node.
+pub struct PluginNode {
+    pub net: KnetNetwork,
+    pub agent: crate::Agent,
+    pub node: crate::Node,
+}
+
+impl PluginNode {
+    pub fn start(address: Ipv4Addr, pod_cidr: &str) -> Result<Self> {
+        let node = crate::Node::new("node", address)?;
+        let options = crate::AgentOptions { node_name: "node-0".into(), pod_cidr: Some(pod_cidr.into()) };
+        let agent = crate::Agent::start(&node.ns, &options)?;
+        let net = KnetNetwork::new(&node.ns, pod_cidr, agent.socket())?;
+        Ok(PluginNode { net, agent, node })
+    }
+}
+
 /// A knet network on one node: its configuration (host-local IPAM with a
 /// data directory of its own, so its leases can be counted) and the way to
 /// run the plugin for it.

@@ -11,7 +11,7 @@ use std::{
 
 use knet_common::Stat;
 use knet_tests::{
-    cni::{self, links, result_host_veth, result_ip, KnetNetwork},
+    cni::{self, links, result_host_veth, result_ip, KnetNetwork, PluginNode},
     netns::unique_name,
     traffic, wait, Agent, AgentOptions, Netns, Node,
 };
@@ -20,20 +20,10 @@ use serde_json::{json, Value};
 const POD_CIDR: &str = "10.244.0.0/24";
 const NODE_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 10);
 
-struct Fixture {
-    // Field order is drop order: the network's files, then the agent, then
-    // the node's namespace.
-    net: KnetNetwork,
-    agent: Agent,
-    node: Node,
-}
+type Fixture = PluginNode;
 
 fn fixture() -> Fixture {
-    let node = Node::new("node", NODE_ADDRESS).unwrap();
-    let agent =
-        Agent::start(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: Some(POD_CIDR.into()) }).unwrap();
-    let net = KnetNetwork::new(&node.ns, POD_CIDR, agent.socket()).unwrap();
-    Fixture { net, agent, node }
+    PluginNode::start(NODE_ADDRESS, POD_CIDR).unwrap()
 }
 
 fn in_pod_cidr(ip: Ipv4Addr) -> bool {

@@ -6,27 +6,18 @@ use std::net::Ipv4Addr;
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use knet_tests::{
-    cni::{links, KnetNetwork},
+    cni::{links, PluginNode},
     netns::unique_name,
-    Agent, AgentOptions, Netns, Node,
+    Agent, Netns,
 };
 use serde_json::json;
 
 const POD_CIDR: &str = "10.244.0.0/24";
 
-struct Fixture {
-    // Field order is drop order.
-    net: KnetNetwork,
-    agent: Agent,
-    node: Node,
-}
+type Fixture = PluginNode;
 
 fn fixture() -> Fixture {
-    let node = Node::new("node", Ipv4Addr::new(192, 168, 77, 10)).unwrap();
-    let agent =
-        Agent::start(&node.ns, &AgentOptions { node_name: "node-0".into(), pod_cidr: Some(POD_CIDR.into()) }).unwrap();
-    let net = KnetNetwork::new(&node.ns, POD_CIDR, agent.socket()).unwrap();
-    Fixture { net, agent, node }
+    PluginNode::start(Ipv4Addr::new(192, 168, 77, 10), POD_CIDR).unwrap()
 }
 
 /// Everything an ADD could have changed on the node.
