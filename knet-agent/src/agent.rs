@@ -132,12 +132,25 @@ impl Agent {
     pub async fn add_endpoint(&mut self, req: &AddEndpoint) -> Result<Endpoint, AgentError> {
         let started = std::time::Instant::now();
         let spec = endpoints::validate(req, self.serving()?)?;
-        self.endpoints.check_new(&spec)?;
+        let programmed = self.endpoints.check_new(&spec)?.cloned();
         let (link, traits) = self
             .netlink
             .link_with_traits(&spec.host_veth)
             .await?
             .ok_or_else(|| AgentError::NoSuchLink(spec.host_veth.clone()))?;
+        if let Some(existing) = programmed {
+            // A retry whose first answer was lost: the same endpoint, if the
+            // veth is still the device it was programmed on.
+            if existing.host_ifindex == link.index {
+                tracing::info!(ip = %existing.ip, veth = %existing.host_veth, "endpoint already programmed (a retry)");
+                return Ok(existing);
+            }
+            return Err(EndpointError::Conflict(format!(
+                "ip {} is already an endpoint on an earlier device named {}",
+                existing.ip, existing.host_veth
+            ))
+            .into());
+        }
         // Programs on any other link would judge the node's own traffic as
         // a pod's (anti-spoofing drops it), and the entry would be adopted
         // again after a restart.

@@ -95,9 +95,16 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    /// Refuses a second endpoint with the same IP or on the same veth.
-    pub fn check_new(&self, spec: &EndpointSpec) -> Result<(), EndpointError> {
+    /// Refuses a second endpoint with the same IP or on the same veth. The
+    /// same request again (ip, veth and pod MAC) is no conflict: it is the
+    /// client's retry after an answer it never got, and the endpoint it
+    /// already has is returned, for the caller to confirm that the veth is
+    /// still the one it was programmed on.
+    pub fn check_new(&self, spec: &EndpointSpec) -> Result<Option<&Endpoint>, EndpointError> {
         if let Some(existing) = self.by_ip.get(&spec.ip) {
+            if existing.host_veth == spec.host_veth && existing.pod_mac == spec.pod_mac {
+                return Ok(Some(existing));
+            }
             return Err(EndpointError::Conflict(format!(
                 "ip {} is already an endpoint (on {})",
                 spec.ip, existing.host_veth
@@ -109,7 +116,7 @@ impl Endpoints {
                 spec.host_veth, existing.ip
             )));
         }
-        Ok(())
+        Ok(None)
     }
 
     pub fn insert(&mut self, endpoint: Endpoint) {
@@ -185,7 +192,17 @@ mod tests {
         assert!(matches!(eps.check_new(&same_ip), Err(EndpointError::Conflict(_))));
         let same_veth = validate(&req("10.244.3.8", "kv1", "02:00:00:00:00:09"), cidr()).unwrap();
         assert!(matches!(eps.check_new(&same_veth), Err(EndpointError::Conflict(_))));
+        let other_mac = validate(&req("10.244.3.7", "kv1", "02:00:00:00:00:09"), cidr()).unwrap();
+        assert!(matches!(eps.check_new(&other_mac), Err(EndpointError::Conflict(_))));
         let fresh = validate(&req("10.244.3.8", "kv2", "02:00:00:00:00:09"), cidr()).unwrap();
-        assert!(eps.check_new(&fresh).is_ok());
+        assert_eq!(eps.check_new(&fresh), Ok(None));
+    }
+
+    #[test]
+    fn the_same_request_again_is_the_endpoint_it_made() {
+        let mut eps = Endpoints::default();
+        eps.insert(endpoint("10.244.3.7", "kv1"));
+        let again = validate(&req("10.244.3.7", "kv1", "02:00:00:00:00:01"), cidr()).unwrap();
+        assert_eq!(eps.check_new(&again), Ok(Some(&endpoint("10.244.3.7", "kv1"))));
     }
 }

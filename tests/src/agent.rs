@@ -319,6 +319,15 @@ impl Agent {
         Ok(ids.iter().filter_map(|p| Some((p["id"].as_u64()?, p["tag"].as_str()?.to_string()))).collect())
     }
 
+    /// Waits (bounded) for an agent that something else killed to exit,
+    /// and reaps it; `restart` then starts it again.
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let child = self.child.as_mut().context("not running")?;
+        let status = wait::until("the agent to exit", limit, || child.try_wait().ok().flatten())?;
+        self.child = None;
+        Ok(status)
+    }
+
     /// Stops the agent with SIGTERM; its exit status.
     pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
         let Some(mut child) = self.child.take() else { bail!("already stopped") };

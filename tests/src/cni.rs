@@ -182,6 +182,38 @@ impl PluginNode {
     }
 }
 
+/// Everything a CNI ADD could change on a node, for before/after
+/// comparisons: addresses, routes, links, leases, and the endpoints as the
+/// agent lists them and as its kernel map holds them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NodeState {
+    pub addresses: String,
+    pub routes: String,
+    pub links: Vec<String>,
+    pub leases: Vec<Ipv4Addr>,
+    pub endpoints: Vec<String>,
+    pub endpoint_map: Vec<String>,
+}
+
+impl NodeState {
+    pub fn of(node: &Netns, net: &KnetNetwork, agent: &crate::Agent) -> Result<Self> {
+        Ok(NodeState {
+            addresses: node.ip(&["-4", "addr", "show"])?,
+            routes: node.ip(&["route", "show", "table", "all"])?,
+            links: links(node)?,
+            leases: net.leases(),
+            endpoints: agent.endpoint_ips()?,
+            endpoint_map: agent.map_ips()?,
+        })
+    }
+}
+
+impl PluginNode {
+    pub fn state(&self) -> NodeState {
+        NodeState::of(&self.node.ns, &self.net, &self.agent).expect("the node's state")
+    }
+}
+
 /// A knet network on one node: its configuration (host-local IPAM with a
 /// data directory of its own, so its leases can be counted) and the way to
 /// run the plugin for it.

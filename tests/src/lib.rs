@@ -6,6 +6,7 @@
 //! and a counter, so no other run uses them. Every wait has a bound.
 
 pub mod agent;
+pub mod api_proxy;
 pub mod capture;
 pub mod cluster;
 pub mod cmd;

@@ -20,33 +20,21 @@ fn fixture() -> Fixture {
     PluginNode::start(Ipv4Addr::new(192, 168, 77, 10), POD_CIDR).unwrap()
 }
 
-/// Everything an ADD could have changed on the node.
-fn node_state(t: &Fixture) -> (String, String, Vec<String>, Vec<Ipv4Addr>, Vec<String>) {
-    let ns = &t.node.ns;
-    (
-        ns.ip(&["-4", "addr", "show"]).unwrap(),
-        ns.ip(&["route", "show", "table", "all"]).unwrap(),
-        links(ns).unwrap(),
-        t.net.leases(),
-        t.agent.endpoint_ips().unwrap(),
-    )
-}
-
 #[test]
 fn add_into_the_nodes_own_namespace_fails_with_code_4_and_changes_nothing() {
     let t = fixture();
-    let before = node_state(&t);
+    let before = t.state();
     let conf = t.net.conf();
     // The plugin runs in the node's namespace: as CNI_NETNS that is its own.
     let mut own = t.net.env("ADD", &unique_name("ctr"), Some(&t.node.ns));
     let out = t.net.run(&own, &conf).unwrap().expect_error(4, "ADD into the node's own namespace");
     assert!(out.stdout.contains("own network namespace"), "{}", out.stdout);
-    assert_eq!(node_state(&t), before, "the refused ADD changed the node");
+    assert_eq!(t.state(), before, "the refused ADD changed the node");
     // The same namespace by another path: compared by identity, not name.
     own.netns = Some("/proc/self/ns/net".into());
     let out = t.net.run(&own, &conf).unwrap().expect_error(4, "ADD into /proc/self/ns/net");
     assert!(out.stdout.contains("own network namespace"), "{}", out.stdout);
-    assert_eq!(node_state(&t), before);
+    assert_eq!(t.state(), before);
     // A pod's namespace still works.
     let pod = t.net.add_pod("pod").unwrap();
     knet_tests::traffic::ping(&pod.pod.ns, t.node.address, 1).unwrap();
@@ -92,11 +80,11 @@ fn a_full_endpoint_map_is_a_clear_error_and_nothing_is_half_applied() {
     let t = fixture();
     let full = FullMap::fill(&t.agent);
     assert_eq!(full.keys.len(), knet_common::endpoint::MAX_ENDPOINTS as usize, "the map took more than its capacity");
-    let before = node_state(&t);
+    let before = t.state();
     let pod = Netns::new("pod").unwrap();
     let out = t.net.add(&unique_name("ctr"), &pod).unwrap().expect_error(105, "ADD on a node with a full map");
     assert!(out.stdout.contains("no room for another pod"), "{}", out.stdout);
-    assert_eq!(node_state(&t), before, "the failed ADD left something behind");
+    assert_eq!(t.state(), before, "the failed ADD left something behind");
     assert_eq!(links(&pod).unwrap(), vec!["lo"], "the pod kept an interface");
     // Room again: the same ADD works.
     drop(full);
@@ -107,16 +95,16 @@ fn a_full_endpoint_map_is_a_clear_error_and_nothing_is_half_applied() {
 #[test]
 fn del_with_a_damaged_prev_result_releases_everything() {
     let t = fixture();
-    let empty = node_state(&t);
+    let empty = t.state();
     let pod = Netns::new("pod").unwrap();
     let id = unique_name("ctr");
     let result = t.net.add(&id, &pod).unwrap().expect_ok("ADD").json;
-    assert_ne!(node_state(&t), empty);
+    assert_ne!(t.state(), empty);
     // A runtime whose cache was damaged hands DEL a prevResult that is no
     // CNI result at all; DEL does not need one.
     let damaged = json!({"cniVersion": "1.0.0", "ips": "garbage", "interfaces": 7});
     assert_ne!(damaged, result);
     t.net.del(&id, Some(&pod), Some(&damaged)).unwrap().expect_ok("DEL with a damaged prevResult");
-    assert_eq!(node_state(&t), empty, "DEL left the pod's veth, lease or endpoint");
+    assert_eq!(t.state(), empty, "DEL left the pod's veth, lease or endpoint");
     assert_eq!(links(&pod).unwrap(), vec!["lo"]);
 }
