@@ -309,6 +309,7 @@ impl KnetNetwork {
         let ns = Netns::new(role)?;
         let container_id = unique_name(&format!("ctr-{role}"));
         let out = self.add(&container_id, &ns)?;
+        let add_elapsed = out.elapsed;
         if !out.success() {
             bail!("CNI ADD of {role} failed ({:?}): {} {}", out.status, out.stdout.trim(), out.stderr.trim());
         }
@@ -330,7 +331,7 @@ impl KnetNetwork {
             .as_str()
             .map(str::to_string)
             .with_context(|| format!("no interfaces[1].mac in {r}"))?;
-        Ok(CniPod { attachment, pod: Pod { ns, ip, mac, host_veth } })
+        Ok(CniPod { attachment, pod: Pod { ns, ip, mac, host_veth }, add_elapsed })
     }
 
     /// host-local's directory for this network.
@@ -348,10 +349,7 @@ impl KnetNetwork {
 
     /// Every file under the data directory, relative, sorted.
     pub fn files(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        collect(&self.data_dir.0, &self.data_dir.0, &mut out);
-        out.sort();
-        out
+        files_under(&self.data_dir.0)
     }
 }
 
@@ -360,6 +358,8 @@ impl KnetNetwork {
 pub struct CniPod {
     pub attachment: Attachment,
     pub pod: Pod,
+    /// How long the ADD took, as the runtime saw it.
+    pub add_elapsed: Duration,
 }
 
 /// One ADD's result; runs CNI DEL (with the result as `prevResult`, as
@@ -424,6 +424,14 @@ pub fn route_mtu(ns: &Netns, dst: Ipv4Addr) -> Result<Option<u32>> {
         }
     }
     Ok(None)
+}
+
+/// Every file under `dir` (recursively), relative to it, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    collect(dir, dir, &mut out);
+    out.sort();
+    out
 }
 
 fn collect(base: &Path, dir: &Path, out: &mut Vec<String>) {

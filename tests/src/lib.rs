@@ -16,6 +16,7 @@ pub mod frames;
 pub mod inject;
 pub mod kube_api;
 pub mod libcni;
+pub mod measure;
 pub mod netns;
 pub mod test_run;
 pub mod topology;

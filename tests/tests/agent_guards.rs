@@ -23,23 +23,9 @@ fn node_state(c: &Cluster, i: usize) -> (Value, String, String, Vec<String>, Vec
     let datapath = agent.request("GET", "/v1/datapath", None).unwrap().1;
     let routes = c.nodes[i].ns.ip(&["route", "show", "proto", "75"]).unwrap();
     let nft = c.nodes[i].ns.exec("nft", &["list", "ruleset"]).unwrap();
-    let mut pins: Vec<String> = walk(agent.pin_dir());
-    pins.sort();
+    let pins = knet_tests::cni::files_under(agent.pin_dir());
     let underlay = agent.tcx_ingress("eth0").unwrap();
     (datapath, routes, nft, pins, underlay)
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path.display().to_string());
-        }
-    }
-    out
 }
 
 /// Runs a second `knet-agent run` in node `i`'s network namespace (and

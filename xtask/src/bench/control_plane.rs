@@ -17,6 +17,7 @@ use knet_tests::{
     cluster::{self, Cluster},
     cni::KnetNetwork,
     kube_api::{self, KubeApi},
+    measure::{percentile, Usage},
     netns::unique_name,
     wait, Netns,
 };
@@ -71,13 +72,7 @@ fn wait_programmed(c: &Cluster, count: usize, what: &str) -> Result<f64> {
 }
 
 fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kb / 1024.0)
+    Ok(Usage::of(pid)?.rss_mib)
 }
 
 /// One CNI ADD of a new pod, timed as the runtime sees it; then its DEL.
@@ -93,14 +88,6 @@ fn add_ms(net: &KnetNetwork, role: &str) -> Result<f64> {
         bail!("CNI DEL failed: {} {}", deleted.stdout, deleted.stderr);
     }
     Ok(added.elapsed.as_secs_f64() * 1e3)
-}
-
-/// p-th percentile (0..=100) of `v`, nearest rank.
-pub fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
-    s[rank.min(s.len()) - 1]
 }
 
 pub fn run(reps: u32, progress: impl Fn(&str)) -> Result<Vec<ControlSample>> {
@@ -186,14 +173,6 @@ pub fn table(samples: &[ControlSample]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_by_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), 50.0);
-        assert_eq!(percentile(&v, 99.0), 99.0);
-        assert_eq!(percentile(&[3.0], 99.0), 3.0);
-    }
 
     #[test]
     fn the_table_marks_a_missed_bound() {
