@@ -135,6 +135,22 @@ pub enum Mode {
     Native,
 }
 
+impl Mode {
+    /// The programs' `CONFIG.mode` code for this mode.
+    pub fn code(self) -> u32 {
+        match self {
+            Mode::Vxlan => knet_common::node::MODE_VXLAN,
+            Mode::Native => knet_common::node::MODE_NATIVE,
+        }
+    }
+
+    /// The mode a `CONFIG.mode` code stands for; `None` for local-only (no
+    /// cross-node path programmed) or a code this build does not know.
+    pub fn from_code(code: u32) -> Option<Mode> {
+        [Mode::Vxlan, Mode::Native].into_iter().find(|m| m.code() == code)
+    }
+}
+
 impl TryFrom<RawConfig> for Config {
     type Error = anyhow::Error;
 
@@ -297,6 +313,14 @@ mod tests {
         let mut r = raw("n", "10.0.0.0/24");
         r.api_socket = Some("rel.sock".into());
         assert!(Config::try_from(r).is_err());
+    }
+
+    #[test]
+    fn mode_codes_round_trip() {
+        for m in [Mode::Vxlan, Mode::Native] {
+            assert_eq!(Mode::from_code(m.code()), Some(m));
+        }
+        assert_eq!(Mode::from_code(knet_common::node::MODE_LOCAL_ONLY), None);
     }
 
     #[test]

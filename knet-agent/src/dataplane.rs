@@ -4,6 +4,7 @@
 //! BPF state.
 
 use std::{
+    borrow::Borrow,
     collections::HashMap,
     net::Ipv4Addr,
     path::{Path, PathBuf},
@@ -119,7 +120,7 @@ impl Dataplane {
             self.attached.insert((program, ifindex), Attachment::Held(link));
             return Ok(());
         }
-        let pin = self.links_dir.join(format!("{program}-{ifindex}"));
+        let pin = self.links_dir.join(link_pin_name(program, ifindex));
         let adopted = match PinnedLink::from_pin(&pin) {
             Ok(pinned) => SchedClassifierLink::try_from(FdLink::from(pinned))
                 .ok()
@@ -230,31 +231,61 @@ impl Dataplane {
 
     /// Every entry of `ENDPOINTS`, including ones a previous agent pinned.
     pub fn map_endpoints(&mut self) -> Result<Vec<(Ipv4Addr, MapEndpoint)>> {
-        let map = self.endpoints_map()?;
-        let mut out = Vec::new();
-        for entry in map.iter() {
-            let (key, value) = entry.context("cannot read ENDPOINTS")?;
-            out.push((Ipv4Addr::from(key.to_ne_bytes()), value));
-        }
-        Ok(out)
+        endpoint_entries(&self.endpoints_map()?)
     }
 
     /// `STATS` summed over CPUs, one entry per code.
     pub fn stats(&self) -> Result<Vec<(Stat, Counter)>> {
         let map = self.ebpf.map(map_names::STATS).context("STATS map missing")?;
-        let stats: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(map)?;
-        Stat::ALL
-            .iter()
-            .map(|&stat| {
-                let per_cpu = stats.get(&stat.slot(), 0).context("cannot read STATS")?;
-                let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                    packets: acc.packets + c.packets,
-                    bytes: acc.bytes + c.bytes,
-                });
-                Ok((stat, sum))
-            })
-            .collect()
+        summed_stats(&PerCpuArray::try_from(map)?)
     }
+}
+
+/// Where the tcx link of `program` on `ifindex` is pinned, under the pin
+/// directory's `links/`.
+pub fn link_pin_name(program: &str, ifindex: u32) -> String {
+    format!("{program}-{ifindex}")
+}
+
+/// The program and ifindex a link pin's name stands for.
+pub fn parse_link_pin_name(name: &str) -> Option<(&str, u32)> {
+    let (program, ifindex) = name.rsplit_once('-')?;
+    let identifier = !program.is_empty() && program.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    Some((program, ifindex.parse().ok()?)).filter(|_| identifier)
+}
+
+/// Every entry of an `ENDPOINTS` map, the agent's own or opened by pin.
+pub fn endpoint_entries<T: Borrow<MapData>>(
+    map: &BpfHashMap<T, u32, MapEndpoint>,
+) -> Result<Vec<(Ipv4Addr, MapEndpoint)>> {
+    let mut out = Vec::new();
+    for entry in map.iter() {
+        let (key, value) = entry.context("cannot read ENDPOINTS")?;
+        out.push((Ipv4Addr::from(key.to_ne_bytes()), value));
+    }
+    Ok(out)
+}
+
+/// A `STATS` map summed over CPUs, one entry per code.
+pub fn summed_stats<T: Borrow<MapData>>(stats: &PerCpuArray<T, Counter>) -> Result<Vec<(Stat, Counter)>> {
+    Stat::ALL
+        .iter()
+        .map(|&stat| {
+            let per_cpu = stats.get(&stat.slot(), 0).context("cannot read STATS")?;
+            let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            });
+            Ok((stat, sum))
+        })
+        .collect()
+}
+
+/// A map a running (or stopped) agent pinned in `pin_dir`.
+pub fn open_pinned_map(pin_dir: &Path, name: &str) -> Result<aya::maps::Map> {
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(aya::maps::Map::from_map_data(data)?)
 }
 
 /// `NODE_SUBNETS`, `NODES` and `CONFIG`: owned by the reconciler, or
@@ -288,11 +319,7 @@ impl NodeMaps {
 
     /// The maps a running agent pinned in `pin_dir`, for reading.
     pub fn open_pinned(pin_dir: &Path) -> Result<Self> {
-        let open = |name: &str| -> Result<aya::maps::Map> {
-            let path = pin_dir.join(name);
-            let data = MapData::from_pin(&path).with_context(|| format!("cannot open {}", path.display()))?;
-            Ok(aya::maps::Map::from_map_data(data)?)
-        };
+        let open = |name: &str| open_pinned_map(pin_dir, name);
         Ok(NodeMaps {
             subnets: LpmTrie::try_from(open(map_names::NODE_SUBNETS)?)?,
             nodes: BpfHashMap::try_from(open(map_names::NODES)?)?,
@@ -389,4 +416,19 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
         .with_context(|| format!("cannot mount bpffs at {}", root.display()))?;
     tracing::info!(path = %root.display(), "mounted bpffs");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pin_names_round_trip() {
+        let name = link_pin_name(program_names::FROM_POD, 17);
+        assert_eq!(parse_link_pin_name(&name), Some((program_names::FROM_POD, 17)));
+        assert_eq!(parse_link_pin_name("from_netdev-3"), Some(("from_netdev", 3)));
+        for bad in ["from_pod", "from_pod-", "-4", "from_pod-x1", "from_pod--1"] {
+            assert_eq!(parse_link_pin_name(bad), None, "{bad}");
+        }
+    }
 }

@@ -7,9 +7,10 @@ use clap::{Parser, Subcommand};
 
 use knet_agent::{
     api::{client::Client, StatEntry},
-    config::{Config, RawConfig, DEFAULT_API_SOCKET},
+    config::{Config, RawConfig, DEFAULT_API_SOCKET, DEFAULT_BPF_PIN_DIR},
     daemon,
     endpoints::{AddEndpoint, Endpoint},
+    operator::{self, InspectReport, Section, StatusReport},
 };
 
 #[derive(Parser)]
@@ -60,6 +61,26 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// The node at a glance: mode, pod CIDR, peers, endpoints, attach
+    /// points, counters, node source. From the pins when the agent does
+    /// not answer (then exits 1).
+    Status {
+        #[command(flatten)]
+        at: Where,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the kernel holds, read from the pins (works with the agent
+    /// stopped or wedged), compared with what the agent reports when it
+    /// answers. Exits 1 if they disagree.
+    Inspect {
+        #[arg(value_enum)]
+        section: Section,
+        #[command(flatten)]
+        at: Where,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the data path's packet counters.
     Stats {
         #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
@@ -82,6 +103,15 @@ enum Command {
         #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
         api_socket: PathBuf,
     },
+}
+
+/// Where an agent's socket and pins are.
+#[derive(clap::Args)]
+struct Where {
+    #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
+    api_socket: PathBuf,
+    #[arg(long, env = "KNET_BPF_PIN_DIR", default_value = DEFAULT_BPF_PIN_DIR)]
+    pin_dir: PathBuf,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -136,6 +166,22 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Endpoint { api_socket, action } => endpoint(&api_socket, action).await,
+            Command::Status { at, json } => {
+                let report = operator::status(&at.api_socket, &at.pin_dir).await?;
+                print_report(json, &report, StatusReport::text)?;
+                if !report.agent.reachable {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
+            Command::Inspect { section, at, json } => {
+                let report = operator::inspect(section, &at.api_socket, &at.pin_dir).await?;
+                print_report(json, &report, InspectReport::text)?;
+                if !report.disagreements.is_empty() {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
             Command::CniConfig { .. } | Command::MountBpffs { .. } | Command::InstallCni { .. } => {
                 unreachable!("handled above")
             }
@@ -148,6 +194,15 @@ fn main() -> Result<()> {
             }
         }
     })
+}
+
+fn print_report<R: serde::Serialize>(json: bool, report: &R, text: impl Fn(&R) -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", text(report));
+    }
+    Ok(())
 }
 
 async fn run(file: Option<PathBuf>, flags: RawConfig) -> Result<()> {

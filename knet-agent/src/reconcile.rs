@@ -18,7 +18,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
-use knet_common::node::{DataplaneConfig, MAX_NODES, MODE_LOCAL_ONLY, MODE_NATIVE, MODE_VXLAN, VXLAN_OVERHEAD};
+use knet_common::node::{DataplaneConfig, MAX_NODES, MODE_LOCAL_ONLY, VXLAN_OVERHEAD};
 
 use crate::{
     cluster::{NodeSet, NodeSpec},
@@ -331,12 +331,8 @@ pub async fn resolve(
             .await?
             .with_context(|| format!("no interface on this node has its underlay address {}", me.underlay_ip))?,
     };
-    let mode_code = match local.mode {
-        Mode::Vxlan => MODE_VXLAN,
-        Mode::Native => MODE_NATIVE,
-    };
     let config = DataplaneConfig {
-        mode: mode_code,
+        mode: local.mode.code(),
         vni: local.vni,
         underlay_ifindex: link.index,
         underlay_mtu: link.mtu,
@@ -463,7 +459,7 @@ mod tests {
     #[test]
     fn resolves_next_hops_mtu_and_masquerade() {
         let t = block_on(target(&three(), Mode::Vxlan)).unwrap();
-        assert_eq!(t.config.mode, MODE_VXLAN);
+        assert_eq!(t.config.mode, knet_common::node::MODE_VXLAN);
         assert_eq!(
             t.entries.subnets[&cidr("10.244.0.0/24")],
             SubnetEntry { node_ip: ip("192.168.77.10"), local: true }

@@ -67,6 +67,22 @@ pub struct SourceStatus {
     pub last_apply_ms: Option<f64>,
 }
 
+impl SourceStatus {
+    /// A source that has delivered nothing yet.
+    pub fn new(kind: SourceKind) -> Self {
+        SourceStatus {
+            kind,
+            generation: 0,
+            error: None,
+            in_sync: false,
+            applying: false,
+            writing: false,
+            last_sync: None,
+            last_apply_ms: None,
+        }
+    }
+}
+
 /// The view without the node list: cheap to ask for at any rate.
 /// Served as `GET /v1/status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,16 +209,7 @@ impl Reconciler {
             route_mtu: None,
             nodes: Arc::default(),
             local: None,
-            source: SourceStatus {
-                kind,
-                generation: 0,
-                error: None,
-                in_sync: false,
-                applying: false,
-                writing: false,
-                last_sync: None,
-                last_apply_ms: None,
-            },
+            source: SourceStatus::new(kind),
         };
         let (tx, rx) = watch::channel(view.clone());
         Ok((Reconciler { maps, netlink, agent, local, kernel, next_hops: NextHops::default(), view, tx }, rx))

@@ -319,6 +319,26 @@ impl Agent {
         Ok(ids.iter().filter_map(|p| Some((p["id"].as_u64()?, p["tag"].as_str()?.to_string()))).collect())
     }
 
+    /// Runs `knet-agent SUBCOMMAND ARGS --api-socket S --pin-dir P` in the
+    /// node's network namespace (and the host's mount namespace, where the
+    /// pins are), as an operator on the node would; bounded by `timeout`.
+    /// Works whether the agent runs or not.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        let bin = agent_binary()?;
+        Command::new("timeout")
+            .arg("30")
+            .arg("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg(&bin)
+            .args(args)
+            .arg("--api-socket")
+            .arg(&self.socket)
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .output()
+            .context("cannot run knet-agent")
+    }
+
     /// Waits (bounded) for an agent that something else killed to exit,
     /// and reaps it; `restart` then starts it again.
     pub fn wait_exit(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {

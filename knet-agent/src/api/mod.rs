@@ -40,7 +40,7 @@ pub struct ErrorBody {
     pub error: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatEntry {
     pub name: String,
     pub drop: bool,
@@ -66,7 +66,7 @@ pub struct LinkPrograms {
     pub tcx_ingress_ids: Vec<ProgramId>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramId {
     pub id: u32,
     /// As bpftool prints it: 16 hex digits.
