@@ -88,11 +88,16 @@ impl Agent {
                         pod_mac: MacAddr(value.pod_mac),
                         host_mac: link.mac,
                     });
-                    tracing::info!(%ip, "adopted pinned endpoint");
+                    tracing::info!(%ip, cause = "pinned by an earlier agent", "adopted pinned endpoint");
                 }
                 _ => {
                     self.dataplane.remove_endpoint(ip)?;
-                    tracing::info!(%ip, "removed stale pinned endpoint");
+                    let cause = match link {
+                        None => "its veth is gone",
+                        Some(_) if !pod_cidr.contains(&ip) => "outside this node's pod CIDR",
+                        Some(_) => "its veth is another device now",
+                    };
+                    tracing::info!(%ip, cause, "removed stale pinned endpoint");
                 }
             }
         }
@@ -184,6 +189,7 @@ impl Agent {
             veth = %endpoint.host_veth,
             ms = started.elapsed().as_secs_f64() * 1e3,
             attach_ms = (started.elapsed() - looked_up).as_secs_f64() * 1e3,
+            cause = "API request",
             "endpoint added"
         );
         Ok(endpoint)
@@ -198,7 +204,7 @@ impl Agent {
         self.dataplane.detach_from_pod(endpoint.host_ifindex)?;
         self.dataplane.remove_endpoint(ip)?;
         self.endpoints.remove(ip);
-        tracing::info!(%ip, veth = %endpoint.host_veth, "endpoint deleted");
+        tracing::info!(%ip, veth = %endpoint.host_veth, cause = "API request", "endpoint deleted");
         Ok(endpoint)
     }
 

@@ -113,9 +113,54 @@ impl NodeSet {
     }
 }
 
+/// One node's change between two sets, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeChange<'a> {
+    Added(&'a NodeSpec),
+    Removed(&'a NodeSpec),
+    Changed { old: &'a NodeSpec, new: &'a NodeSpec },
+}
+
+/// What turned `old` into `new`, node by node, in name order.
+pub fn changes<'a>(old: &'a [NodeSpec], new: &'a NodeSet) -> Vec<NodeChange<'a>> {
+    let before: BTreeMap<&str, &NodeSpec> = old.iter().map(|n| (n.name.as_str(), n)).collect();
+    let mut out = Vec::new();
+    for n in new.iter() {
+        match before.get(n.name.as_str()) {
+            None => out.push(NodeChange::Added(n)),
+            Some(o) if *o != n => out.push(NodeChange::Changed { old: o, new: n }),
+            Some(_) => {}
+        }
+    }
+    for o in old {
+        if new.get(&o.name).is_none() {
+            out.push(NodeChange::Removed(o));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_name_each_added_removed_and_changed_node() {
+        let old = good();
+        let new =
+            NodeSet::validate(vec![n("a", "192.168.0.9", "10.244.0.0/24"), n("c", "192.168.0.3", "10.244.2.0/24")])
+                .unwrap();
+        let found = changes(&old, &new);
+        assert_eq!(
+            found,
+            vec![
+                NodeChange::Changed { old: &old[0], new: new.get("a").unwrap() },
+                NodeChange::Added(new.get("c").unwrap()),
+                NodeChange::Removed(&old[1]),
+            ]
+        );
+        assert!(changes(&old, &NodeSet::validate(good()).unwrap()).is_empty());
+    }
 
     fn n(name: &str, ip: &str, cidr: &str) -> NodeSpec {
         NodeSpec { name: name.into(), underlay_ip: ip.parse().unwrap(), pod_cidr: cidr.parse().unwrap() }

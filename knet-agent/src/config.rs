@@ -59,7 +59,35 @@ pub struct RawConfig {
     /// VXLAN network identifier [default: 1].
     #[arg(long, env = "KNET_VNI")]
     pub vni: Option<u32>,
+    /// Log lines as `text` or as one JSON object each (`json`) [default:
+    /// text].
+    #[arg(long, env = "KNET_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Which log lines: a level (error, warn, info, debug, trace) or
+    /// tracing directives such as `info,knet_agent::reconciler=debug`
+    /// [default: info; RUST_LOG, when set, wins].
+    #[arg(long, env = "KNET_LOG_LEVEL")]
+    pub log_level: Option<String>,
 }
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The log's format and filter, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// The log filter when none is configured.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 impl RawConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -88,6 +116,8 @@ impl RawConfig {
             vni: over.vni.or(self.vni),
             cni_conf_file: over.cni_conf_file.or(self.cni_conf_file),
             ebpf_object: over.ebpf_object.or(self.ebpf_object),
+            log_format: over.log_format.or(self.log_format),
+            log_level: over.log_level.or(self.log_level),
         }
     }
 }
@@ -107,6 +137,7 @@ pub struct Config {
     /// The conflist the agent writes once it serves pods.
     pub cni_conf_file: Option<PathBuf>,
     pub ebpf_object: Option<PathBuf>,
+    pub log: LogSettings,
 }
 
 /// The node source with what it needs.
@@ -195,7 +226,11 @@ impl TryFrom<RawConfig> for Config {
                 bail!("cni_conf_file {} must be an absolute path to a file", f.display());
             }
         }
+        let filter = raw.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.into());
+        tracing_subscriber::EnvFilter::try_new(&filter)
+            .map_err(|e| anyhow::anyhow!("log_level {filter:?} is not a level or tracing filter: {e}"))?;
         Ok(Config {
+            log: LogSettings { format: raw.log_format.unwrap_or_default(), filter },
             node_name,
             pod_cidr,
             api_socket,
@@ -321,6 +356,22 @@ mod tests {
             assert_eq!(Mode::from_code(m.code()), Some(m));
         }
         assert_eq!(Mode::from_code(knet_common::node::MODE_LOCAL_ONLY), None);
+    }
+
+    #[test]
+    fn log_format_and_level() {
+        let file =
+            RawConfig::from_toml("log_format = \"json\"\nlog_level = \"info,knet_agent::reconciler=debug\"\n").unwrap();
+        let mut r = raw("node-1", "10.244.1.0/24");
+        r.log_format = file.log_format;
+        r.log_level = file.log_level;
+        let log = Config::try_from(r.clone()).unwrap().log;
+        assert_eq!(log, LogSettings { format: LogFormat::Json, filter: "info,knet_agent::reconciler=debug".into() });
+        assert_eq!(Config::try_from(raw("node-1", "10.244.1.0/24")).unwrap().log.format, LogFormat::Text);
+        r.log_level = Some("info,=[".into());
+        let err = Config::try_from(r).unwrap_err().to_string();
+        assert!(err.contains("log_level") && err.contains("not a level"), "{err}");
+        assert!(RawConfig::from_toml("log_format = \"xml\"\n").is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod host;
 pub mod inspect;
 pub mod instance;
+pub mod logging;
 pub mod mac;
 pub mod masquerade;
 pub mod operator;

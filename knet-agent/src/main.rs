@@ -146,10 +146,9 @@ fn main() -> Result<()> {
         Command::InstallCni { from, to } => return install_cni(from, to),
         _ => {}
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    if !matches!(cli.command, Command::Run { .. }) {
+        knet_agent::logging::init_default();
+    }
     // Two workers: the reconciler's bursts (thousands of nodes) never hold
     // up the API's answers.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -215,6 +214,7 @@ async fn run(file: Option<PathBuf>, flags: RawConfig) -> Result<()> {
         raw.node_name = std::env::var("NODE_NAME").ok();
     }
     let config = Config::try_from(raw).context("invalid configuration")?;
+    knet_agent::logging::init(&config.log);
     daemon::run(config, shutdown_signal()).await
 }
 

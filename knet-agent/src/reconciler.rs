@@ -16,7 +16,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::{
     agent::Agent,
-    cluster::{NodeSet, NodeSpec},
+    cluster::{NodeChange, NodeSet, NodeSpec},
     config::Mode,
     dataplane::NodeMaps,
     host::{self, Link, Netlink},
@@ -230,7 +230,7 @@ impl Reconciler {
             if let Some(nodes) =
                 published.nodes.as_ref().filter(|_| failed || applied_version != Some(published.version))
             {
-                match self.reconcile(nodes).await {
+                match self.reconcile(nodes, &published.cause).await {
                     Ok(()) => {
                         applied_version = Some(published.version);
                         failed = false;
@@ -281,10 +281,14 @@ impl Reconciler {
 
     /// One reconcile, with `applying` (and `writing`) published while it
     /// runs and cleared however it ends.
-    async fn reconcile(&mut self, nodes: &NodeSet) -> Result<()> {
+    async fn reconcile(&mut self, nodes: &NodeSet, cause: &str) -> Result<()> {
         self.view.source.applying = true;
         self.tx.send_replace(self.view.clone());
+        let before = self.view.nodes.clone();
         let result = self.resolve_and_apply(nodes).await;
+        if result.is_ok() {
+            log_changes(&before, nodes, cause);
+        }
         self.view.source.applying = false;
         self.view.source.writing = false;
         result
@@ -328,6 +332,57 @@ impl Reconciler {
             tracing::info!(nodes = nodes.len(), ms = self.view.source.last_apply_ms, "node changes applied");
         }
         Ok(())
+    }
+}
+
+/// `tracing::event!` at a level chosen at run time (each call site's level
+/// is fixed, so one per level).
+macro_rules! log_at {
+    ($level:expr, $($rest:tt)+) => {
+        if $level == tracing::Level::INFO {
+            tracing::info!($($rest)+)
+        } else {
+            tracing::debug!($($rest)+)
+        }
+    };
+}
+
+/// Node changes logged one line each at info; beyond them (a cluster's
+/// first list of thousands), at debug, after one summary line.
+const CHANGE_LINES: usize = 100;
+
+/// One line per node that an applied reconcile added, removed or changed,
+/// with what caused it.
+fn log_changes(before: &[NodeSpec], after: &NodeSet, cause: &str) {
+    let changes = crate::cluster::changes(before, after);
+    if changes.len() > CHANGE_LINES {
+        tracing::info!(
+            changes = changes.len(),
+            cause,
+            "{} node changes; the first {CHANGE_LINES} follow, the rest at debug level",
+            changes.len()
+        );
+    }
+    for (i, change) in changes.into_iter().enumerate() {
+        let level = if i < CHANGE_LINES { tracing::Level::INFO } else { tracing::Level::DEBUG };
+        match change {
+            NodeChange::Added(n) => {
+                log_at!(level, node = %n.name, ip = %n.underlay_ip, pod_cidr = %n.pod_cidr, cause, "node added")
+            }
+            NodeChange::Removed(n) => {
+                log_at!(level, node = %n.name, ip = %n.underlay_ip, pod_cidr = %n.pod_cidr, cause, "node removed")
+            }
+            NodeChange::Changed { old, new } => log_at!(
+                level,
+                node = %new.name,
+                ip = %new.underlay_ip,
+                pod_cidr = %new.pod_cidr,
+                old_ip = %old.underlay_ip,
+                old_pod_cidr = %old.pod_cidr,
+                cause,
+                "node changed"
+            ),
+        }
     }
 }
 

@@ -80,7 +80,10 @@ pub async fn watch(file: PathBuf, me: String, publisher: Publisher) {
             continue;
         }
         match parse(&text, &me) {
-            Ok(set) => publisher.nodes(set),
+            Ok(set) => {
+                let how = if last.is_some() { "changed" } else { "read" };
+                publisher.nodes(set, format!("node file {} {how}", file.display()))
+            }
             Err(e) => {
                 let msg = format!("invalid node file {}: {e}", file.display());
                 tracing::error!(error = %msg, "node file rejected; keeping the running state");

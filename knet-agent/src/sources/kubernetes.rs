@@ -14,7 +14,7 @@ use kube::{
     api::{Patch, PatchParams},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{watcher, WatchStreamExt},
-    Api, Client,
+    Api, Client, ResourceExt,
 };
 
 use super::Publisher;
@@ -137,7 +137,7 @@ pub async fn watch(client: Client, me: String, publisher: Publisher) {
         if publisher.is_closed() {
             return;
         }
-        let mut changed = false;
+        let mut causes = Causes::default();
         let mut error = None;
         for event in batch {
             match event {
@@ -145,19 +145,20 @@ pub async fn watch(client: Client, me: String, publisher: Publisher) {
                 Ok(watcher::Event::InitApply(node)) => relisting.get_or_insert_with(NodeStore::default).apply(&node),
                 Ok(watcher::Event::InitDone) => {
                     store = relisting.take().unwrap_or_default();
-                    changed = true;
+                    causes.push("Kubernetes Node list".into());
                 }
                 Ok(watcher::Event::Apply(node)) => {
                     store.apply(&node);
-                    changed = true;
+                    causes.push(format!("Kubernetes Node {} updated", node.name_any()));
                 }
                 Ok(watcher::Event::Delete(node)) => {
                     store.delete(&node);
-                    changed = true;
+                    causes.push(format!("Kubernetes Node {} deleted", node.name_any()));
                 }
                 Err(e) => error = Some(format!("watching Nodes failed (retrying with backoff): {e}")),
             }
         }
+        let changed = !causes.0.is_empty();
         if let Some(e) = error {
             tracing::warn!(error = %e, "Kubernetes watch");
             publisher.failed(e);
@@ -167,11 +168,28 @@ pub async fn watch(client: Client, me: String, publisher: Publisher) {
             continue;
         }
         match store.desired(&me) {
-            Ok(set) => publisher.nodes(set),
+            Ok(set) => publisher.nodes(set, causes.summary()),
             Err(e) => {
                 tracing::error!(error = %e, "Kubernetes nodes not taken; keeping the running state");
                 publisher.failed(e);
             }
+        }
+    }
+}
+
+/// The events of one batch, for the log: each named when there are a few.
+#[derive(Default)]
+struct Causes(Vec<String>);
+
+impl Causes {
+    fn push(&mut self, cause: String) {
+        self.0.push(cause);
+    }
+
+    fn summary(&self) -> String {
+        match self.0.len() {
+            0..=3 => self.0.join(", "),
+            n => format!("{}, and {} more Kubernetes Node events", self.0[..3].join(", "), n - 3),
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct Published {
     pub error: Option<String>,
     /// When `nodes` was last confirmed in full (a list or a file read).
     pub last_sync: Option<SystemTime>,
+    /// What produced `nodes` ("node file /etc/knet/nodes changed",
+    /// "Kubernetes Node node-3 updated"): the cause logged with each change.
+    pub cause: String,
 }
 
 /// The publishing side, shared by every source.
@@ -52,10 +55,11 @@ impl Publisher {
         (Publisher { tx }, rx)
     }
 
-    /// A new full set, in step.
-    pub fn nodes(&self, nodes: NodeSet) {
+    /// A new full set, in step, and what produced it.
+    pub fn nodes(&self, nodes: NodeSet, cause: String) {
         self.tx.send_modify(|p| {
             p.nodes = Some(Arc::new(nodes));
+            p.cause = cause;
             p.version += 1;
             p.in_sync = true;
             p.error = None;
@@ -82,7 +86,7 @@ impl Publisher {
 /// The source of an agent without one: the empty set, once.
 pub fn none() -> watch::Receiver<Published> {
     let (publisher, rx) = Publisher::new();
-    publisher.nodes(NodeSet::default());
+    publisher.nodes(NodeSet::default(), "no node source".into());
     // The sender may go: receivers keep the last value.
     rx
 }
