@@ -166,6 +166,16 @@ pub enum Mode {
     Native,
 }
 
+impl std::fmt::Display for Mode {
+    /// As the config file and the flags spell it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Vxlan => "vxlan",
+            Mode::Native => "native",
+        })
+    }
+}
+
 impl Mode {
     /// The programs' `CONFIG.mode` code for this mode.
     pub fn code(self) -> u32 {
@@ -354,6 +364,8 @@ mod tests {
     fn mode_codes_round_trip() {
         for m in [Mode::Vxlan, Mode::Native] {
             assert_eq!(Mode::from_code(m.code()), Some(m));
+            let file = RawConfig::from_toml(&format!("mode = \"{m}\"\n")).unwrap();
+            assert_eq!(file.mode, Some(m), "Display spells {m} as the file does");
         }
         assert_eq!(Mode::from_code(knet_common::node::MODE_LOCAL_ONLY), None);
     }

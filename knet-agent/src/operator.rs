@@ -216,12 +216,8 @@ fn opt<T: std::fmt::Display>(v: &Option<T>, none: &str) -> String {
     v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| none.to_string())
 }
 
-fn mode_name(mode: Option<Mode>) -> &'static str {
-    match mode {
-        Some(Mode::Vxlan) => "vxlan",
-        Some(Mode::Native) => "native",
-        None => "local only (no cross-node path)",
-    }
+fn mode_name(mode: Option<Mode>) -> String {
+    mode.map_or_else(|| "local only (no cross-node path)".into(), |m| m.to_string())
 }
 
 impl StatusReport {

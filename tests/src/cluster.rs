@@ -4,6 +4,7 @@
 //! (`Cluster::new`) or through the knet CNI plugin as a container runtime
 //! runs it (`Cluster::with_cni`).
 
+use knet_agent::config::Mode;
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
@@ -91,16 +92,16 @@ impl Drop for TempDir {
 }
 
 impl Cluster {
-    /// `nodes` nodes with `pods` pods each, in `mode` ("vxlan" or "native");
+    /// `nodes` nodes with `pods` pods each, in `mode`;
     /// pod `j` of node `i` is `pod_address(i, j)`, wired by the harness.
-    pub fn new(nodes: usize, pods: usize, mode: &str) -> Result<Self> {
+    pub fn new(nodes: usize, pods: usize, mode: Mode) -> Result<Self> {
         Self::build(nodes, pods, mode, Wiring::Harness, Source::File)
     }
 
     /// Like `new`, but the agents watch `Node` objects of a Kubernetes API
     /// server (`kube`, on the outside host) and are configured with no pod
     /// CIDR; each is ready before the next starts.
-    pub fn kubernetes(nodes: usize, pods: usize, mode: &str) -> Result<Self> {
+    pub fn kubernetes(nodes: usize, pods: usize, mode: Mode) -> Result<Self> {
         Self::build(nodes, pods, mode, Wiring::Harness, Source::Kubernetes)
     }
 
@@ -108,11 +109,11 @@ impl Cluster {
     /// runtime does it (host-local IPAM from the node's pod CIDR, `mtu` the
     /// node's underlay MTU, the node's agent socket); their addresses are
     /// host-local's. On drop every pod is DELed before its agent stops.
-    pub fn with_cni(nodes: usize, pods: usize, mode: &str) -> Result<Self> {
+    pub fn with_cni(nodes: usize, pods: usize, mode: Mode) -> Result<Self> {
         Self::build(nodes, pods, mode, Wiring::Cni, Source::File)
     }
 
-    fn build(nodes: usize, pods: usize, mode: &str, wiring: Wiring, source: Source) -> Result<Self> {
+    fn build(nodes: usize, pods: usize, mode: Mode, wiring: Wiring, source: Source) -> Result<Self> {
         let dir = TempDir(std::env::temp_dir().join(unique_name("cluster")));
         std::fs::create_dir_all(&dir.0)?;
         let fabric = Netns::new("fabric")?;
@@ -142,14 +143,16 @@ impl Cluster {
             cluster.nodes.push(node);
         }
         let extra = match source {
-            Source::File => format!("nodes_file = {:?}\nmode = {mode:?}\n", cluster.nodes_file().display().to_string()),
+            Source::File => {
+                format!("nodes_file = {:?}\nmode = \"{mode}\"\n", cluster.nodes_file().display().to_string())
+            }
             Source::Kubernetes => {
                 let api = KubeApi::start(&cluster.outside, OUTSIDE)?;
                 for i in 0..nodes {
                     api.set_node(&node_name(i), node_address(i), Some(&pod_cidr(i)));
                 }
                 let extra = format!(
-                    "node_source = \"kubernetes\"\nkubeconfig = {:?}\nmode = {mode:?}\n",
+                    "node_source = \"kubernetes\"\nkubeconfig = {:?}\nmode = \"{mode}\"\n",
                     api.kubeconfig().display().to_string()
                 );
                 cluster.kube = Some(api);

@@ -3,6 +3,7 @@
 //! idle connections and oversized requests. Needs root; run with
 //! `cargo xtask test`.
 
+use knet_agent::config::Mode;
 use std::{
     os::unix::net::UnixStream,
     process::Command,
@@ -59,7 +60,7 @@ fn second_agent(c: &Cluster, i: usize, config: &str) -> (std::process::ExitStatu
 
 #[test]
 fn a_second_agent_changes_nothing_and_says_why() {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     traffic::ping(&c.pods[0][0].ns, c.pods[1][0].ip, 1).unwrap();
     let before = node_state(&c, 0);
     let agent = &c.agents[0];
@@ -102,7 +103,7 @@ fn a_second_agent_changes_nothing_and_says_why() {
 
 #[test]
 fn host_veth_must_be_a_pods_veth() {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let agent = &c.agents[0];
     let node = &c.nodes[0].ns;
     // A veth pair with both ends on the node.
@@ -127,7 +128,7 @@ fn host_veth_must_be_a_pods_veth() {
 
 #[test]
 fn an_oversized_body_is_413_and_changes_nothing() {
-    let c = Cluster::new(1, 1, "vxlan").unwrap();
+    let c = Cluster::new(1, 1, Mode::Vxlan).unwrap();
     let agent = &c.agents[0];
     let before = agent.map_ips().unwrap();
     let padding = "x".repeat(knet_agent::api::MAX_BODY + 1);
@@ -160,7 +161,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn idle_connections_by_the_thousand_do_not_stop_a_cni_add() {
-    let c = Cluster::new(1, 0, "vxlan").unwrap();
+    let c = Cluster::new(1, 0, Mode::Vxlan).unwrap();
     let agent = &c.agents[0];
     let pid = agent.pid().unwrap();
     let net = KnetNetwork::new(&c.nodes[0].ns, &pod_cidr(0), agent.socket()).unwrap();
@@ -210,7 +211,7 @@ impl Drop for Umask {
 
 #[test]
 fn an_unprivileged_user_never_connects_even_during_restarts_under_umask_000() {
-    let mut c = Cluster::new(1, 0, "vxlan").unwrap();
+    let mut c = Cluster::new(1, 0, Mode::Vxlan).unwrap();
     let socket = c.agents[0].socket().to_path_buf();
     let _umask = Umask::zero();
     // The test's own directory (made under umask 000) lets anyone reach

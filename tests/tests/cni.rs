@@ -3,6 +3,7 @@
 //! reference host-local IPAM and portmap. Needs root; run with
 //! `cargo xtask test` (one test at a time).
 
+use knet_agent::config::Mode;
 use std::{
     net::Ipv4Addr,
     process::{Child, Command, Stdio},
@@ -615,7 +616,7 @@ fn with_a_node_source_routes_leaving_the_node_carry_the_agents_route_mtu_and_sam
 
 #[test]
 fn a_two_node_vxlan_cluster_wired_by_the_plugin_has_full_pod_to_pod_connectivity() {
-    let c = knet_tests::cluster::Cluster::with_cni(2, 2, "vxlan").unwrap();
+    let c = knet_tests::cluster::Cluster::with_cni(2, 2, Mode::Vxlan).unwrap();
     let pods: Vec<_> = c.all_pods().collect();
     // Addresses from host-local, out of each node's own pod CIDR, one lease
     // each, and every pod passes CHECK.

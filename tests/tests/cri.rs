@@ -3,6 +3,7 @@
 //! sandboxes run, inspected, stopped and removed through the CRI exactly
 //! as kubelet does it. Needs root; run with `cargo xtask test cri`.
 
+use knet_agent::config::Mode;
 use std::net::Ipv4Addr;
 
 use knet_tests::{
@@ -56,7 +57,7 @@ fn node_state(c: &Cluster, net: &KnetNetwork, i: usize) -> (Vec<String>, Vec<Ipv
 
 #[test]
 fn cri_pods_get_addresses_reach_each_other_and_both_nodes_and_leave_nothing_after_removal() {
-    let c = Cluster::new(2, 0, "vxlan").unwrap();
+    let c = Cluster::new(2, 0, Mode::Vxlan).unwrap();
     // Drop order (reverse of declaration): runtimes (their sandboxes are
     // removed through the CRI while agents and IPAM directories exist),
     // then the networks' directories, then the cluster.
@@ -153,7 +154,7 @@ fn collect_sandboxes(rt: &Containerd) {
 
 #[test]
 fn cri_sandbox_whose_cni_add_fails_as_the_agent_is_down_is_refused_with_knet_s_error_and_takes_nothing() {
-    let mut c = Cluster::new(1, 0, "vxlan").unwrap();
+    let mut c = Cluster::new(1, 0, Mode::Vxlan).unwrap();
     let net = knet_network(&c, 0).unwrap();
     let rt = Containerd::start(&c.nodes[0].ns, &conflist::knet(&net)).unwrap();
     let socket = c.agents[0].socket().to_path_buf();
@@ -184,7 +185,7 @@ fn cri_sandbox_whose_cni_add_fails_as_the_agent_is_down_is_refused_with_knet_s_e
 
 #[test]
 fn cri_sandbox_whose_endpoint_the_agent_refuses_is_refused_with_knet_s_error_and_undone() {
-    let c = Cluster::new(1, 0, "vxlan").unwrap();
+    let c = Cluster::new(1, 0, Mode::Vxlan).unwrap();
     let mut net = knet_network(&c, 0).unwrap();
     // host-local hands out an address the agent's pod CIDR does not hold:
     // ADD gets as far as registering the endpoint, then undoes its veth,

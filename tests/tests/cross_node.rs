@@ -1,6 +1,7 @@
 //! Pods on different nodes, in VXLAN and native mode. Needs root; run with
 //! `cargo xtask test`.
 
+use knet_agent::config::Mode;
 use std::{net::Ipv4Addr, time::Duration};
 
 use knet_common::Stat;
@@ -19,7 +20,7 @@ fn seen_source(from: &Netns, to_ns: &Netns, to_ip: Ipv4Addr) -> String {
     line.split_whitespace().skip_while(|w| *w != "IP").nth(1).unwrap_or("").to_string()
 }
 
-fn full_connectivity(mode: &str) {
+fn full_connectivity(mode: Mode) {
     let c = Cluster::new(3, 2, mode).unwrap();
     let pods: Vec<_> = c.all_pods().collect();
     for (i, a) in &pods {
@@ -60,7 +61,7 @@ fn full_connectivity(mode: &str) {
     );
     assert!(traffic::iperf3(&c.nodes[1].ns, &b.ns, b.ip, opts).unwrap().bytes_received > 1_000_000);
     assert!(traffic::iperf3(&a.ns, &c.nodes[2].ns, c.nodes[2].address, opts).unwrap().bytes_received > 1_000_000);
-    let stat = if mode == "vxlan" { Stat::RedirectTunnel } else { Stat::RedirectNative };
+    let stat = if mode == Mode::Vxlan { Stat::RedirectTunnel } else { Stat::RedirectNative };
     assert!(c.agents[0].stat(stat).unwrap().0 > 100, "{} did not count the cross-node traffic", stat.name());
     assert!(c.agents[2].stat(Stat::DeliverFromNode).unwrap().0 > 100);
 
@@ -72,17 +73,17 @@ fn full_connectivity(mode: &str) {
 
 #[test]
 fn vxlan_every_pod_reaches_every_pod_and_node() {
-    full_connectivity("vxlan");
+    full_connectivity(Mode::Vxlan);
 }
 
 #[test]
 fn native_every_pod_reaches_every_pod_and_node() {
-    full_connectivity("native");
+    full_connectivity(Mode::Native);
 }
 
 #[test]
 fn vxlan_on_the_wire_is_udp_8472_with_vni_1() {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let (a, b) = (&c.pods[0][0], &c.pods[1][0]);
     let cap = Capture::start(&c.fabric, "br0", &["-T", "vxlan"], "udp port 8472").unwrap();
     traffic::ping(&a.ns, b.ip, 2).unwrap();
@@ -98,7 +99,7 @@ fn vxlan_on_the_wire_is_udp_8472_with_vni_1() {
 
 #[test]
 fn native_on_the_wire_is_plain_pod_to_pod_ip() {
-    let c = Cluster::new(2, 1, "native").unwrap();
+    let c = Cluster::new(2, 1, Mode::Native).unwrap();
     let (a, b) = (&c.pods[0][0], &c.pods[1][0]);
     let cap = Capture::start(&c.fabric, "br0", &["-e"], "icmp or udp port 8472").unwrap();
     traffic::ping(&a.ns, b.ip, 2).unwrap();
@@ -109,7 +110,7 @@ fn native_on_the_wire_is_plain_pod_to_pod_ip() {
 
 #[test]
 fn vxlan_from_an_unknown_source_is_dropped_and_counted() {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let target = &c.pods[0][0];
     // The outside host is on the underlay but not in the node file. A Linux
     // VXLAN device there sends real VXLAN (VNI 1, port 8472) to node 0.
@@ -146,7 +147,7 @@ fn vxlan_from_an_unknown_source_is_dropped_and_counted() {
 
 #[test]
 fn full_size_packets_work_at_the_reduced_mtu() {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let (a, b) = (&c.pods[0][0], &c.pods[1][0]);
     let nodes = c.agents[0].nodes().unwrap();
     assert_eq!(nodes["route_mtu"], 1450, "{nodes}");
@@ -183,7 +184,7 @@ fn route_to_subnet(c: &Cluster, node: usize, subnet: &str) -> String {
 
 #[test]
 fn nodes_join_and_leave_through_the_file_while_others_keep_talking() {
-    let c = Cluster::new(3, 1, "vxlan").unwrap();
+    let c = Cluster::new(3, 1, Mode::Vxlan).unwrap();
     let (p0, p1, p2) = (&c.pods[0][0], &c.pods[1][0], &c.pods[2][0]);
     traffic::ping(&p0.ns, p2.ip, 1).unwrap();
     let steady = traffic::BackgroundPing::start(&p0.ns, p1.ip, 250).unwrap();
@@ -219,7 +220,7 @@ fn nodes_join_and_leave_through_the_file_while_others_keep_talking() {
 
 #[test]
 fn bad_node_files_are_rejected_by_line_and_change_nothing() {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let good: String = (0..2).map(cluster::node_line).collect();
     let before_nodes = c.agents[0].nodes().unwrap()["nodes"].clone();
     let before_dp = c.agents[0].request("GET", "/v1/datapath", None).unwrap().1;
@@ -257,7 +258,7 @@ fn bad_node_files_are_rejected_by_line_and_change_nothing() {
 
 #[test]
 fn an_agent_refuses_to_start_on_a_bad_node_file_naming_the_line() {
-    let c = Cluster::new(1, 0, "vxlan").unwrap();
+    let c = Cluster::new(1, 0, Mode::Vxlan).unwrap();
     let node = knet_tests::Node::on_fabric("node-late", cluster::node_address(5), &c.fabric, "n5").unwrap();
     c.write_nodes_file(&format!("{}{}node-5 192.168.77.15 10.244.0.128/25\n", cluster::node_line(0), "# late\n"))
         .unwrap();
@@ -272,7 +273,7 @@ fn an_agent_refuses_to_start_on_a_bad_node_file_naming_the_line() {
 
 #[test]
 fn native_mode_refuses_a_peer_off_the_underlay_segment() {
-    let c = Cluster::new(1, 1, "native").unwrap();
+    let c = Cluster::new(1, 1, Mode::Native).unwrap();
     // A peer behind a router (the outside host) is not on node 0's segment.
     c.nodes[0].ns.ip(&["route", "add", "172.31.0.0/24", "via", &cluster::OUTSIDE.to_string()]).unwrap();
     let g = generation(&c, 0);
@@ -287,7 +288,7 @@ fn native_mode_refuses_a_peer_off_the_underlay_segment() {
 
 #[test]
 fn vxlan_segments_fill_the_underlay_mtu_and_never_exceed_it() {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let (a, b) = (&c.pods[0][0], &c.pods[1][0]);
     // Segment in software at node 0's underlay device, so the capture sees
     // the packets a NIC would put on the wire rather than GSO super-frames.

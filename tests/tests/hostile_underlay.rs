@@ -4,6 +4,7 @@
 //! without the lie is delivered, so the drops are the checks' doing. Needs
 //! root; run with `cargo xtask test`.
 
+use knet_agent::config::Mode;
 use std::{net::Ipv4Addr, time::Duration};
 
 use knet_agent::mac::MacAddr;
@@ -73,7 +74,7 @@ fn echo(id: u16) -> String {
 /// genuine frame it was made from: the genuine one reaches the pod, the
 /// forged one does not, and `stat` counts each forged frame once.
 fn forged_vxlan_reaches_no_pod(stat: Stat, cases: &[(&str, Tunnelled)]) {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let pod = &c.pods[0][0];
     let cap = Capture::start(&pod.ns, "eth0", &[], "icmp").unwrap();
     let injector = Injector::open(&c.outside, "eth0").unwrap();
@@ -146,7 +147,7 @@ fn vxlan_in_an_outer_fragment_reaches_no_pod() {
 
 #[test]
 fn a_plain_packet_from_the_underlay_to_a_pod_is_dropped_and_counted() {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let (pod, other) = (&c.pods[0][0], &c.pods[1][0]);
     // The outside host routes node 0's pod subnet at node 0, as any host on
     // the underlay can; node 0 itself answers by that same path.

@@ -3,6 +3,7 @@
 //! 410 Gone, bearer tokens, status patches). Needs root; run with
 //! `cargo xtask test`.
 
+use knet_agent::config::Mode;
 use std::{
     io::Read,
     net::Ipv4Addr,
@@ -46,7 +47,7 @@ fn subnets(dp: &Value) -> String {
 
 #[test]
 fn nodes_added_changed_and_deleted_in_the_api_reach_the_maps_and_routes() {
-    let c = Cluster::kubernetes(2, 1, "vxlan").unwrap();
+    let c = Cluster::kubernetes(2, 1, Mode::Vxlan).unwrap();
     // Configured with no pod CIDR, each agent took its own from its Node.
     let view = c.agents[1].request("GET", "/v1/node", None).unwrap().1;
     assert_eq!(view["pod_cidr"], cluster::pod_cidr(1), "{view}");
@@ -130,7 +131,7 @@ impl Drop for RouteMonitor {
 
 #[test]
 fn a_410_gone_relists_without_withdrawing_a_route_that_still_exists() {
-    let c = Cluster::kubernetes(3, 1, "vxlan").unwrap();
+    let c = Cluster::kubernetes(3, 1, Mode::Vxlan).unwrap();
     // Enough nodes that the relist takes several pages (500 each), named so
     // that node-0 comes in the first and node-1 and node-2 in the last: a
     // source that published a relist before its end would drop them.
@@ -177,7 +178,7 @@ fn a_410_gone_relists_without_withdrawing_a_route_that_still_exists() {
 
 #[test]
 fn this_node_missing_or_without_a_pod_cidr_is_a_clear_error_and_not_ready() {
-    let c = Cluster::kubernetes(1, 0, "vxlan").unwrap();
+    let c = Cluster::kubernetes(1, 0, Mode::Vxlan).unwrap();
     let late = Node::on_fabric("node-late", cluster::node_address(5), &c.fabric, "n5").unwrap();
     let dir = knet_tests::cni::TempDir::new("net.d").unwrap();
     let conflist = dir.0.join("10-knet.conflist");
@@ -221,7 +222,7 @@ fn this_node_missing_or_without_a_pod_cidr_is_a_clear_error_and_not_ready() {
 
 #[test]
 fn network_unavailable_is_cleared_on_our_own_node_only() {
-    let c = Cluster::kubernetes(2, 0, "vxlan").unwrap();
+    let c = Cluster::kubernetes(2, 0, Mode::Vxlan).unwrap();
     // A node no agent of this cluster runs on.
     api(&c).set_node("node-9", Ipv4Addr::new(192, 168, 77, 19), Some("10.244.9.0/24"));
     for name in ["node-0", "node-1"] {
@@ -260,7 +261,7 @@ fn network_unavailable_is_cleared_on_our_own_node_only() {
 
 #[test]
 fn an_agent_without_the_right_token_is_refused_and_not_ready() {
-    let c = Cluster::kubernetes(1, 0, "vxlan").unwrap();
+    let c = Cluster::kubernetes(1, 0, Mode::Vxlan).unwrap();
     let late = Node::on_fabric("node-late", cluster::node_address(6), &c.fabric, "n6").unwrap();
     api(&c).set_node("node-6", cluster::node_address(6), Some("10.244.6.0/24"));
     let dir = knet_tests::cni::TempDir::new("badtoken").unwrap();
@@ -283,7 +284,7 @@ fn an_agent_without_the_right_token_is_refused_and_not_ready() {
 
 #[test]
 fn ten_thousand_nodes_are_applied_while_a_cni_add_on_the_node_completes() {
-    let c = Cluster::kubernetes(1, 0, "vxlan").unwrap();
+    let c = Cluster::kubernetes(1, 0, Mode::Vxlan).unwrap();
     // The bulk nodes sit behind the outside host, which routes for them.
     c.nodes[0].ns.ip(&["route", "add", kube_api::BULK_UNDERLAY, "via", &cluster::OUTSIDE.to_string()]).unwrap();
     let net = knet_tests::cni::KnetNetwork::new(&c.nodes[0].ns, &cluster::pod_cidr(0), c.agents[0].socket()).unwrap();
@@ -322,7 +323,7 @@ fn ten_thousand_nodes_are_applied_while_a_cni_add_on_the_node_completes() {
 #[test]
 fn an_agent_run_as_a_pod_reaches_the_api_over_https_with_its_service_account() {
     // Node 0 runs on the node file; the API server here speaks HTTPS only.
-    let c = Cluster::new(1, 0, "vxlan").unwrap();
+    let c = Cluster::new(1, 0, Mode::Vxlan).unwrap();
     let api = KubeApi::start_tls(&c.outside, cluster::OUTSIDE).unwrap();
     api.set_node("node-0", cluster::node_address(0), Some(&cluster::pod_cidr(0)));
     for (i, name) in [(5, "node-5"), (6, "node-6")] {

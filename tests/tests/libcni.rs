@@ -4,6 +4,7 @@
 //! prevResult, parsed into libcni's types, as on a real node. Needs root;
 //! run with `cargo xtask test` (one test at a time).
 
+use knet_agent::config::Mode;
 use std::net::Ipv4Addr;
 
 use knet_common::Stat;
@@ -31,7 +32,7 @@ fn endpoint_ips(c: &Cluster, i: usize) -> Vec<String> {
 
 #[test]
 fn pods_added_through_libcni_in_vxlan_mode_reach_across_nodes_and_pass_libcni_check() {
-    let c = Cluster::new(2, 0, "vxlan").unwrap();
+    let c = Cluster::new(2, 0, Mode::Vxlan).unwrap();
     let nets = [network(&c, 0), network(&c, 1)];
     let a = nets[0].add_pod("a").unwrap();
     let b = nets[1].add_pod("b").unwrap();
@@ -71,7 +72,7 @@ fn pods_added_through_libcni_in_vxlan_mode_reach_across_nodes_and_pass_libcni_ch
 
 #[test]
 fn libcni_check_fails_with_knets_code_102_once_the_pod_is_broken() {
-    let c = Cluster::new(2, 0, "vxlan").unwrap();
+    let c = Cluster::new(2, 0, Mode::Vxlan).unwrap();
     let net = network(&c, 0);
     let a = net.add_pod("a").unwrap();
     a.check().unwrap().expect_ok("CHECK of the healthy pod");
@@ -95,7 +96,7 @@ fn libcni_check_fails_with_knets_code_102_once_the_pod_is_broken() {
 
 #[test]
 fn del_through_libcni_leaves_no_veth_lease_endpoint_or_cache_file() {
-    let c = Cluster::new(2, 0, "vxlan").unwrap();
+    let c = Cluster::new(2, 0, Mode::Vxlan).unwrap();
     let net = network(&c, 0);
     let mut a = net.add_pod("a").unwrap();
     let host = a.host_veth().unwrap();
@@ -120,7 +121,7 @@ fn del_through_libcni_leaves_no_veth_lease_endpoint_or_cache_file() {
 
 #[test]
 fn libcni_1_1_refuses_a_1_1_0_result_which_is_why_knets_conflist_stays_at_1_0_0() {
-    let c = Cluster::new(1, 0, "vxlan").unwrap();
+    let c = Cluster::new(1, 0, Mode::Vxlan).unwrap();
     let mut net = network(&c, 0);
     assert_eq!(net.conflist["cniVersion"], "1.0.0");
     let mut list = net.conflist.clone();

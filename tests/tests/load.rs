@@ -5,6 +5,7 @@
 //! time and descriptors) are printed; run with `--nocapture` to see them.
 //! Needs root; run with `cargo xtask test`.
 
+use knet_agent::config::Mode;
 use std::{
     net::Ipv4Addr,
     time::{Duration, Instant},
@@ -54,7 +55,7 @@ fn report_usage(when: &str, u: Usage) {
 
 #[test]
 fn two_hundred_fifty_pods_beside_five_thousand_node_subnets() {
-    let c = Cluster::with_cni(1, 0, "vxlan").unwrap();
+    let c = Cluster::with_cni(1, 0, Mode::Vxlan).unwrap();
     let agent = &c.agents[0];
     let pid = agent.pid().unwrap();
     report_usage("at start", Usage::of(pid).unwrap());

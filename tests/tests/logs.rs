@@ -4,6 +4,7 @@
 //! adopted) is one line naming what changed and its cause. Needs root; run
 //! with `cargo xtask test`.
 
+use knet_agent::config::Mode;
 use std::time::Duration;
 
 use knet_tests::{
@@ -34,7 +35,7 @@ fn wait_line(c: &Cluster, from: usize, message: &str, fields: &[(&str, &str)]) -
 
 #[test]
 fn json_lines_name_each_applied_change_and_its_cause() {
-    let mut c = Cluster::new(1, 1, "vxlan").unwrap();
+    let mut c = Cluster::new(1, 1, Mode::Vxlan).unwrap();
     let config = c.agents[0].config_path().to_path_buf();
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}log_format = \"json\"\n")).unwrap();

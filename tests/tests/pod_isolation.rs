@@ -3,6 +3,7 @@
 //! node over IPv6 (no dual stack yet; link-local addresses would open the
 //! node's services to every pod). Needs root; run with `cargo xtask test`.
 
+use knet_agent::config::Mode;
 use std::{
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream},
@@ -27,7 +28,7 @@ const BEYOND: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 /// the outside host, as real nodes have, and a capture of everything node 0
 /// sends onto the underlay (tunnelled packets decoded to their inner one).
 fn cluster_with_a_gateway() -> (Cluster, Capture) {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     c.nodes[0].ns.ip(&["route", "add", "default", "via", &cluster::OUTSIDE.to_string()]).unwrap();
     let port = cluster::fabric_port(0);
     let cap = Capture::start(&c.fabric, &port, &["-Q", "in", "-T", "vxlan"], "ip").unwrap();
@@ -92,7 +93,7 @@ fn connect(ns: &Netns, to: SocketAddr) -> std::io::Result<TcpStream> {
 
 #[test]
 fn a_pod_cannot_connect_to_its_node_over_ipv6_but_can_over_ipv4() {
-    let c = Cluster::new(1, 1, "vxlan").unwrap();
+    let c = Cluster::new(1, 1, Mode::Vxlan).unwrap();
     let (node, pod, agent) = (&c.nodes[0], &c.pods[0][0], &c.agents[0]);
     node.ns.enable_ipv6(&pod.host_veth).unwrap();
     pod.ns.enable_ipv6("eth0").unwrap();

@@ -1,6 +1,7 @@
 //! Node changes are transactions: a set that cannot be applied whole is
 //! not applied at all. Needs root; run with `cargo xtask test`.
 
+use knet_agent::config::Mode;
 use std::time::Duration;
 
 use knet_tests::{
@@ -22,7 +23,7 @@ fn programmed(c: &Cluster) -> (serde_json::Value, String, String) {
 
 #[test]
 fn a_node_without_a_route_in_the_middle_of_good_ones_changes_nothing() {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let good: String = (0..2).map(cluster::node_line).collect();
     let before = programmed(&c);
     let g = generation(&c);

@@ -1,6 +1,7 @@
 //! An agent restart drops no packet: links and maps are pinned, and a new
 //! agent adopts them. Needs root; run with `cargo xtask test`.
 
+use knet_agent::config::Mode;
 use knet_common::Stat;
 use knet_tests::{
     cluster::{pod_cidr, Cluster},
@@ -9,7 +10,7 @@ use knet_tests::{
 
 #[test]
 fn restarting_an_agent_drops_no_cross_node_packet() {
-    let mut c = Cluster::new(2, 1, "vxlan").unwrap();
+    let mut c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let (p0, p1) = (&c.pods[0][0], &c.pods[1][0]);
     traffic::ping(&p0.ns, p1.ip, 1).unwrap();
     let before = c.agents[0].request("GET", "/v1/datapath", None).unwrap().1;
@@ -29,7 +30,7 @@ fn restarting_an_agent_drops_no_cross_node_packet() {
 
 #[test]
 fn an_agent_restarted_without_a_node_file_forgets_the_cluster() {
-    let mut c = Cluster::new(2, 1, "vxlan").unwrap();
+    let mut c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     traffic::ping(&c.pods[0][0].ns, c.pods[1][0].ip, 1).unwrap();
     let config = c.agents[0].config_path().to_path_buf();
     let text = std::fs::read_to_string(&config).unwrap();

@@ -4,6 +4,7 @@
 //! fragmentation needed with the tunnel's MTU, from the node's underlay
 //! address. Needs root; run with `cargo xtask test`.
 
+use knet_agent::config::Mode;
 use std::net::Ipv4Addr;
 
 use knet_common::Stat;
@@ -28,7 +29,7 @@ fn counts(c: &Cluster, stat: Stat) -> Vec<u64> {
     c.agents.iter().map(|a| a.stat(stat).unwrap().0).collect()
 }
 
-fn expiring_ttls_are_answered_by_the_hop_where_they_expire(mode: &str) {
+fn expiring_ttls_are_answered_by_the_hop_where_they_expire(mode: Mode) {
     let c = Cluster::new(2, 2, mode).unwrap();
     let (a, neighbour, remote) = (&c.pods[0][0], &c.pods[0][1], &c.pods[1][0]);
     // (TTL, destination, the node whose hop it expires at): the sender's
@@ -57,17 +58,17 @@ fn expiring_ttls_are_answered_by_the_hop_where_they_expire(mode: &str) {
 
 #[test]
 fn vxlan_expiring_ttls_are_answered_by_the_hop_where_they_expire() {
-    expiring_ttls_are_answered_by_the_hop_where_they_expire("vxlan");
+    expiring_ttls_are_answered_by_the_hop_where_they_expire(Mode::Vxlan);
 }
 
 #[test]
 fn native_expiring_ttls_are_answered_by_the_hop_where_they_expire() {
-    expiring_ttls_are_answered_by_the_hop_where_they_expire("native");
+    expiring_ttls_are_answered_by_the_hop_where_they_expire(Mode::Native);
 }
 
 #[test]
 fn a_df_packet_too_big_for_the_tunnel_gets_fragmentation_needed_with_its_mtu() {
-    let c = Cluster::new(2, 1, "vxlan").unwrap();
+    let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let (a, b) = (&c.pods[0][0], &c.pods[1][0]);
     let route_mtu = c.agents[0].nodes().unwrap()["route_mtu"].as_u64().unwrap();
     assert_eq!(route_mtu, 1450);

@@ -38,7 +38,7 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 
 #[test]
 fn status_and_inspect_are_right_with_the_agent_running_and_stopped() {
-    let mut c = Cluster::new(2, 2, "vxlan").unwrap();
+    let mut c = Cluster::new(2, 2, Mode::Vxlan).unwrap();
     traffic::ping(&c.pods[0][0].ns, c.pods[1][0].ip, 3).unwrap();
     let pod_ips = sorted(c.pods[0].iter().map(|p| p.ip).collect());
     let veths = sorted(c.pods[0].iter().map(|p| p.host_veth.clone()).collect());

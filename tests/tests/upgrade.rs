@@ -3,6 +3,7 @@
 //! pinned maps and links, while traffic crosses the node. Needs root; run
 //! with `cargo xtask test`, which builds the second eBPF object.
 
+use knet_agent::config::Mode;
 use std::{path::PathBuf, time::Duration};
 
 use knet_tests::{
@@ -20,7 +21,7 @@ fn upgrade_object() -> PathBuf {
 #[test]
 fn a_rolling_upgrade_to_another_build_loses_no_ping_and_stalls_no_stream() {
     let object = upgrade_object();
-    let mut c = Cluster::kubernetes(2, 1, "vxlan").unwrap();
+    let mut c = Cluster::kubernetes(2, 1, Mode::Vxlan).unwrap();
     let (p0, p1) = (&c.pods[0][0], &c.pods[1][0]);
     traffic::ping(&p0.ns, p1.ip, 1).unwrap();
     let before = c.agents[0].tcx_ingress_ids("eth0").unwrap();

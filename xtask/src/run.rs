@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use knet_agent::config::Mode;
 use knet_common::Stat;
 use knet_tests::{
     cluster::{self, Cluster},
@@ -46,8 +47,8 @@ pub struct RunArgs {
     #[arg(long)]
     pods: Option<u32>,
     /// How traffic crosses between nodes.
-    #[arg(long, value_parser = ["vxlan", "native"])]
-    mode: Option<String>,
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
     /// Tear down after this many seconds instead of waiting for Ctrl-C.
     #[arg(long)]
     duration: Option<u64>,
@@ -58,7 +59,7 @@ pub struct RunArgs {
 struct Sandbox {
     nodes: u32,
     pods: u32,
-    mode: String,
+    mode: Mode,
 }
 
 impl Sandbox {
@@ -67,17 +68,12 @@ impl Sandbox {
         let mut s: Sandbox = toml::from_str(text).context("invalid sandbox config")?;
         s.nodes = args.nodes.unwrap_or(s.nodes);
         s.pods = args.pods.unwrap_or(s.pods);
-        if let Some(mode) = &args.mode {
-            s.mode = mode.clone();
-        }
+        s.mode = args.mode.unwrap_or(s.mode);
         if !(1..=MAX_NODES).contains(&s.nodes) {
             bail!("nodes must be 1..={MAX_NODES}, not {}", s.nodes);
         }
         if !(1..=MAX_PODS).contains(&s.pods) {
             bail!("pods must be 1..={MAX_PODS} per node, not {}", s.pods);
-        }
-        if s.mode != "vxlan" && s.mode != "native" {
-            bail!("mode must be vxlan or native, not {:?}", s.mode);
         }
         Ok(s)
     }
@@ -103,7 +99,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         "building the sandbox: {} nodes, {} pods each, {} mode, pods added through the knet CNI plugin",
         sandbox.nodes, sandbox.pods, sandbox.mode
     ));
-    let cluster = Cluster::with_cni(sandbox.nodes as usize, sandbox.pods as usize, &sandbox.mode)?;
+    let cluster = Cluster::with_cni(sandbox.nodes as usize, sandbox.pods as usize, sandbox.mode)?;
     let outcome = report(&cluster, &sandbox, &stop);
     if outcome.is_ok() {
         let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs(s));
@@ -249,7 +245,7 @@ fn print_matrix(cluster: &Cluster, stop: &AtomicBool) -> Result<usize> {
 
 /// Every node's `STATS`: the forwarding counters and the drops.
 fn print_stats(cluster: &Cluster, sandbox: &Sandbox) -> Result<()> {
-    let cross = if sandbox.mode == "vxlan" { Stat::RedirectTunnel } else { Stat::RedirectNative };
+    let cross = if sandbox.mode == Mode::Vxlan { Stat::RedirectTunnel } else { Stat::RedirectNative };
     let columns = [Stat::RedirectLocal, cross, Stat::DeliverFromNode, Stat::PassToStack];
     println!("\ndata path counters per node (packets, GET /v1/stats):");
     print!("  {:<8}", "node");
@@ -277,20 +273,20 @@ fn print_stats(cluster: &Cluster, sandbox: &Sandbox) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn args(nodes: Option<u32>, pods: Option<u32>, mode: Option<&str>) -> RunArgs {
-        RunArgs { config: None, nodes, pods, mode: mode.map(str::to_string), duration: None }
+    fn args(nodes: Option<u32>, pods: Option<u32>, mode: Option<Mode>) -> RunArgs {
+        RunArgs { config: None, nodes, pods, mode, duration: None }
     }
 
     #[test]
     fn the_embedded_default_is_two_nodes_two_pods_vxlan() {
         let s = Sandbox::resolve(DEFAULT_SANDBOX, &args(None, None, None)).unwrap();
-        assert_eq!(s, Sandbox { nodes: 2, pods: 2, mode: "vxlan".into() });
+        assert_eq!(s, Sandbox { nodes: 2, pods: 2, mode: Mode::Vxlan });
     }
 
     #[test]
     fn flags_override_the_file() {
-        let s = Sandbox::resolve(DEFAULT_SANDBOX, &args(Some(3), Some(1), Some("native"))).unwrap();
-        assert_eq!(s, Sandbox { nodes: 3, pods: 1, mode: "native".into() });
+        let s = Sandbox::resolve(DEFAULT_SANDBOX, &args(Some(3), Some(1), Some(Mode::Native))).unwrap();
+        assert_eq!(s, Sandbox { nodes: 3, pods: 1, mode: Mode::Native });
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! at 10,000 nodes, and how long a CNI ADD takes on an idle node and on a
 //! node busy applying 10,000 nodes.
 
+use knet_agent::config::Mode;
 use std::{
     net::Ipv4Addr,
     time::{Duration, Instant},
@@ -91,7 +92,7 @@ fn add_ms(net: &KnetNetwork, role: &str) -> Result<f64> {
 }
 
 pub fn run(reps: u32, progress: impl Fn(&str)) -> Result<Vec<ControlSample>> {
-    let c = Cluster::kubernetes(1, 0, "vxlan")?;
+    let c = Cluster::kubernetes(1, 0, Mode::Vxlan)?;
     let api: &KubeApi = c.kube.as_ref().context("no API server")?;
     c.nodes[0].ns.ip(&["route", "add", kube_api::BULK_UNDERLAY, "via", &cluster::OUTSIDE.to_string()])?;
     let net = KnetNetwork::new(&c.nodes[0].ns, &cluster::pod_cidr(0), c.agents[0].socket())?;

@@ -4,6 +4,7 @@
 //! portmap). Both runtimes sit on nodes of one cluster, each node with its
 //! agent, so the two differ only in the network configuration.
 
+use knet_agent::config::Mode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -21,7 +22,7 @@ use knet_tests::{
 /// One untimed sandbox per runtime first takes the first-use costs
 /// (snapshot, shim binary, plugin binaries in the page cache).
 pub fn measure(reps: u32) -> Result<Vec<(String, u32, f64)>> {
-    let cluster = Cluster::new(2, 0, "vxlan")?;
+    let cluster = Cluster::new(2, 0, Mode::Vxlan)?;
     let knet_net = knet_network(&cluster, 0)?;
     let bridge_net = BridgeNetwork::new(&cluster::pod_cidr(1))?;
     // Declared last, dropped first: sandboxes go while agents and IPAM

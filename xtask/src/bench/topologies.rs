@@ -2,6 +2,7 @@
 //! (../shared/bench.md). Every plane of a case is built before the first
 //! measurement and lives until the last.
 
+use knet_agent::config::Mode;
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
@@ -172,8 +173,8 @@ pub fn cross_node() -> Result<Vec<Plane>> {
         Plane::new("underlay", two_nodes(Baseline::Underlay)?),
         Plane::new("host-gw", two_nodes(Baseline::HostGw)?),
         Plane::new("flannel-vxlan", two_nodes(Baseline::FlannelVxlan)?),
-        Plane::new("knet-vxlan", Cluster::new(2, 1, "vxlan")?),
-        Plane::new("knet-native", Cluster::new(2, 1, "native")?),
+        Plane::new("knet-vxlan", Cluster::new(2, 1, Mode::Vxlan)?),
+        Plane::new("knet-native", Cluster::new(2, 1, Mode::Native)?),
     ])
 }
 
