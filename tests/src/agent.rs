@@ -14,7 +14,22 @@ use anyhow::{bail, Context, Result};
 use knet_common::{Counter, Stat};
 use serde_json::Value;
 
+use knet_agent::{
+    api::{client::Client, DatapathView, LinkPrograms, NodeView, StatEntry},
+    endpoints::{AddEndpoint, Endpoint},
+    reconciler::{ClusterView, StatusView},
+};
+use serde::de::DeserializeOwned;
+
+pub use knet_agent::api::client::CallError;
+
 use crate::{netns::unique_name, topology::Pod, wait, Netns};
+
+/// Runs one call of the agent's async client to its end, on a runtime of
+/// its own (the harness's callers are plain threads).
+fn block_on<F: std::future::Future>(call: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime").block_on(call)
+}
 
 /// The agent binary: `KNET_AGENT_BIN`, or the workspace's debug build.
 pub fn agent_binary() -> Result<PathBuf> {
@@ -196,7 +211,9 @@ impl Agent {
     }
 
     /// One HTTP/1.1 request with a raw body; the status and the parsed JSON
-    /// body (`Value::Null` when the body is not JSON).
+    /// body (`Value::Null` when the body is not JSON). For what no typed
+    /// client would send (bad bodies, unknown paths) and status checks;
+    /// everything else goes through the typed methods below.
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value)> {
         request(&self.socket, method, path, body)
     }
@@ -206,42 +223,45 @@ impl Agent {
         raw(&self.socket, bytes)
     }
 
-    /// Registers a pod as an endpoint; panics with the agent's answer if it
-    /// refuses.
-    pub fn add_pod(&self, pod: &Pod) -> Result<Value> {
-        let body = serde_json::json!({"ip": pod.ip.to_string(), "host_veth": pod.host_veth, "pod_mac": pod.mac});
-        let (status, v) = self.request("POST", "/v1/endpoints", Some(&body.to_string()))?;
-        if status != 201 {
-            bail!("adding {} failed: {status} {v}", pod.ip);
-        }
-        Ok(v)
+    /// `GET path` through the agent's own typed client (the one the CLI
+    /// and the CNI plugin use), from the harness's threads.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
+        block_on(Client::new(&self.socket).get(path))
     }
 
-    pub fn delete_pod(&self, pod: &Pod) -> Result<()> {
-        let (status, v) = self.request("DELETE", &format!("/v1/endpoints/{}", pod.ip), None)?;
-        if status != 200 {
-            bail!("deleting {} failed: {status} {v}", pod.ip);
-        }
-        Ok(())
+    /// `POST /v1/endpoints`; the agent's refusal as its typed error.
+    pub fn add_endpoint(&self, req: &AddEndpoint) -> Result<Endpoint, CallError> {
+        block_on(Client::new(&self.socket).post("/v1/endpoints", req))
+    }
+
+    /// Registers a pod as an endpoint.
+    pub fn add_pod(&self, pod: &Pod) -> Result<Endpoint, CallError> {
+        self.add_endpoint(&AddEndpoint {
+            ip: pod.ip.to_string(),
+            host_veth: pod.host_veth.clone(),
+            pod_mac: pod.mac.clone(),
+        })
+    }
+
+    pub fn delete_pod(&self, pod: &Pod) -> Result<Endpoint, CallError> {
+        self.delete_endpoint(pod.ip)
+    }
+
+    /// `DELETE /v1/endpoints/IP`.
+    pub fn delete_endpoint(&self, ip: std::net::Ipv4Addr) -> Result<Endpoint, CallError> {
+        block_on(Client::new(&self.socket).delete(&format!("/v1/endpoints/{ip}")))
     }
 
     /// Every `STATS` counter the agent reports, read through `Stat`: a
     /// name this build of `knet-common` does not know is an error, not a
     /// counter that silently stays at zero.
     pub fn stats(&self) -> Result<Vec<(Stat, Counter)>> {
-        let (status, v) = self.request("GET", "/v1/stats", None)?;
-        if status != 200 {
-            bail!("stats: {status} {v}");
-        }
-        let entries = v.as_array().with_context(|| format!("stats is not a list: {v}"))?;
+        let entries: Vec<StatEntry> = self.get("/v1/stats")?;
         entries
-            .iter()
+            .into_iter()
             .map(|e| {
-                let name = e["name"].as_str().with_context(|| format!("stat without a name: {e}"))?;
-                let stat = Stat::from_name(name).with_context(|| format!("unknown stat {name:?}"))?;
-                let packets = e["packets"].as_u64().with_context(|| format!("{name}: no packets"))?;
-                let bytes = e["bytes"].as_u64().with_context(|| format!("{name}: no bytes"))?;
-                Ok((stat, Counter { packets, bytes }))
+                let stat = Stat::from_name(&e.name).with_context(|| format!("unknown stat {:?}", e.name))?;
+                Ok((stat, Counter { packets: e.packets, bytes: e.bytes }))
             })
             .collect()
     }
@@ -254,69 +274,80 @@ impl Agent {
     }
 
     /// Endpoints as the agent lists them.
-    pub fn endpoints(&self) -> Result<Value> {
-        Ok(self.request("GET", "/v1/endpoints", None)?.1)
+    pub fn endpoints(&self) -> Result<Vec<Endpoint>, CallError> {
+        self.get("/v1/endpoints")
     }
 
     /// IPs of the endpoints the agent lists, sorted.
     pub fn endpoint_ips(&self) -> Result<Vec<String>> {
-        let v = self.endpoints()?;
-        let mut ips: Vec<String> = v
-            .as_array()
-            .with_context(|| format!("endpoints: {v}"))?
-            .iter()
-            .filter_map(|e| e["ip"].as_str().map(str::to_string))
-            .collect();
+        let mut ips: Vec<String> = self.endpoints()?.iter().map(|e| e.ip.to_string()).collect();
         ips.sort();
         Ok(ips)
+    }
+
+    /// What the kernel's maps hold, as the agent reads them.
+    pub fn datapath(&self) -> Result<DatapathView, CallError> {
+        self.get("/v1/datapath")
     }
 
     /// Keys of the kernel's `ENDPOINTS` map, sorted.
     pub fn map_ips(&self) -> Result<Vec<String>> {
-        let (_, v) = self.request("GET", "/v1/datapath", None)?;
-        let mut ips: Vec<String> = v["endpoint_map_ips"]
-            .as_array()
-            .context("no endpoint_map_ips")?
-            .iter()
-            .filter_map(|i| i.as_str().map(str::to_string))
-            .collect();
+        let mut ips: Vec<String> = self.datapath()?.endpoint_map_ips.iter().map(|i| i.to_string()).collect();
         ips.sort();
         Ok(ips)
     }
 
-    /// Programs on the tcx ingress of a link in the node's namespace.
-    pub fn tcx_ingress(&self, link: &str) -> Result<Vec<String>> {
-        let (status, v) = self.request("GET", &format!("/v1/datapath/links/{link}"), None)?;
-        if status != 200 {
-            bail!("tcx query of {link}: {status} {v}");
-        }
-        Ok(v["tcx_ingress"]
-            .as_array()
-            .context("no tcx_ingress")?
-            .iter()
-            .filter_map(|p| p.as_str().map(str::to_string))
-            .collect())
+    /// The programs on the tcx ingress of a link in the node's namespace.
+    pub fn link_programs(&self, link: &str) -> Result<LinkPrograms, CallError> {
+        self.get(&format!("/v1/datapath/links/{link}"))
     }
 
-    /// Waits (bounded) until `GET /readyz` answers 200.
+    /// Names of the programs on the tcx ingress of a link.
+    pub fn tcx_ingress(&self, link: &str) -> Result<Vec<String>> {
+        Ok(self.link_programs(link)?.tcx_ingress)
+    }
+
+    /// `GET /readyz`: ready, or the agent's reason (503) as its error.
+    pub fn ready(&self) -> Result<(), CallError> {
+        block_on(Client::new(&self.socket).probe("/readyz"))
+    }
+
+    /// Waits (bounded) until the agent is ready.
     pub fn wait_ready(&self, limit: Duration) -> Result<()> {
-        wait::until("the agent to be ready", limit, || {
-            self.request("GET", "/readyz", None).ok().filter(|(s, _)| *s == 200).map(drop)
-        })
-        .map_err(|e| {
-            let why = self.request("GET", "/readyz", None).map(|(_, v)| v.to_string()).unwrap_or_default();
+        wait::until("the agent to be ready", limit, || self.ready().ok()).map_err(|e| {
+            let why = self.ready().err().map(|e| e.to_string()).unwrap_or_default();
             anyhow::anyhow!("{e:#}: {why}\n{}", self.log_text())
         })
     }
 
     /// (id, tag) of each program on the tcx ingress of a link.
     pub fn tcx_ingress_ids(&self, link: &str) -> Result<Vec<(u64, String)>> {
-        let (status, v) = self.request("GET", &format!("/v1/datapath/links/{link}"), None)?;
-        if status != 200 {
-            bail!("tcx query of {link}: {status} {v}");
-        }
-        let ids = v["tcx_ingress_ids"].as_array().context("no tcx_ingress_ids")?;
-        Ok(ids.iter().filter_map(|p| Some((p["id"].as_u64()?, p["tag"].as_str()?.to_string()))).collect())
+        Ok(self.link_programs(link)?.tcx_ingress_ids.into_iter().map(|p| (u64::from(p.id), p.tag)).collect())
+    }
+
+    /// `GET /v1/status`: `GET /v1/nodes` without the node list.
+    pub fn status(&self) -> Result<StatusView, CallError> {
+        self.get("/v1/status")
+    }
+
+    /// Waits (bounded) until `count` nodes are programmed, the source is in
+    /// step and no reconcile is running or failing; the status then.
+    pub fn wait_programmed(&self, count: usize, limit: Duration) -> Result<StatusView> {
+        wait::until(&format!("{count} nodes programmed"), limit, || {
+            let v = self.status().ok()?;
+            let s = &v.source;
+            (v.nodes == count && s.in_sync && !s.applying && s.error.is_none()).then_some(v)
+        })
+    }
+
+    /// `GET /v1/nodes`.
+    pub fn nodes(&self) -> Result<ClusterView, CallError> {
+        self.get("/v1/nodes")
+    }
+
+    /// `GET /v1/node`: this node as the CNI plugin sees it.
+    pub fn node(&self) -> Result<NodeView, CallError> {
+        self.get("/v1/node")
     }
 
     /// Runs `knet-agent SUBCOMMAND ARGS --api-socket S --pin-dir P` in the

@@ -4,11 +4,11 @@
 //! (`Cluster::new`) or through the knet CNI plugin as a container runtime
 //! runs it (`Cluster::with_cni`).
 
-use knet_agent::config::Mode;
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
-use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use anyhow::{Context, Result};
+use knet_agent::config::Mode;
+use knet_agent::reconciler::ClusterView;
 
 use crate::{
     cni::{Attachment, KnetNetwork},
@@ -177,7 +177,7 @@ impl Cluster {
     }
 
     fn harness_pods(&mut self, i: usize, pods: usize) -> Result<()> {
-        let route_mtu = self.agents[i].nodes()?["route_mtu"].as_u64().context("agent reports no route_mtu")? as u32;
+        let route_mtu = self.agents[i].nodes()?.route_mtu.context("agent reports no route_mtu")?;
         self.nodes[i].set_pod_routes(&pod_cidr(i), route_mtu);
         for j in 0..pods {
             let pod = self.nodes[i].add_pod(&format!("n{i}p{j}"), pod_address(i, j))?;
@@ -217,36 +217,15 @@ impl Cluster {
 
     /// Waits (bounded) until agent `i` has taken in the current file: its
     /// generation moved past `after`, or it reported an error.
-    pub fn wait_for_source(&self, i: usize, after: u64) -> Result<Value> {
+    pub fn wait_for_source(&self, i: usize, after: u64) -> Result<ClusterView> {
         wait::until(&format!("agent {i} to take in the node file"), Duration::from_secs(10), || {
             let v = self.agents[i].nodes().ok()?;
-            let generation = v["source"]["generation"].as_u64()?;
-            (generation > after || !v["source"]["error"].is_null()).then_some(v)
+            (v.source.generation > after || v.source.error.is_some()).then_some(v)
         })
     }
 
     /// Every pod with its node index.
     pub fn all_pods(&self) -> impl Iterator<Item = (usize, &Pod)> {
         self.pods.iter().enumerate().flat_map(|(i, ps)| ps.iter().map(move |p| (i, p)))
-    }
-}
-
-impl Agent {
-    /// `GET /v1/status`: `GET /v1/nodes` without the node list.
-    pub fn status(&self) -> Result<Value> {
-        let (status, v) = self.request("GET", "/v1/status", None)?;
-        if status != 200 {
-            bail!("status: {status} {v}");
-        }
-        Ok(v)
-    }
-
-    /// `GET /v1/nodes`.
-    pub fn nodes(&self) -> Result<Value> {
-        let (status, v) = self.request("GET", "/v1/nodes", None)?;
-        if status != 200 {
-            bail!("nodes: {status} {v}");
-        }
-        Ok(v)
     }
 }

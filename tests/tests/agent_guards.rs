@@ -3,25 +3,26 @@
 //! idle connections and oversized requests. Needs root; run with
 //! `cargo xtask test`.
 
-use knet_agent::config::Mode;
 use std::{
     os::unix::net::UnixStream,
     process::Command,
     time::{Duration, Instant},
 };
 
+use knet_agent::config::Mode;
+use knet_agent::{api::DatapathView, endpoints::AddEndpoint};
 use knet_tests::{
     agent::agent_binary,
+    agent::CallError,
     cluster::{pod_cidr, Cluster},
     cni::KnetNetwork,
     traffic, wait,
 };
-use serde_json::Value;
 
 /// What a second agent could have touched on node `i`.
-fn node_state(c: &Cluster, i: usize) -> (Value, String, String, Vec<String>, Vec<String>) {
+fn node_state(c: &Cluster, i: usize) -> (DatapathView, String, String, Vec<String>, Vec<String>) {
     let agent = &c.agents[i];
-    let datapath = agent.request("GET", "/v1/datapath", None).unwrap().1;
+    let datapath = agent.datapath().unwrap();
     let routes = c.nodes[i].ns.ip(&["route", "show", "proto", "75"]).unwrap();
     let nft = c.nodes[i].ns.exec("nft", &["list", "ruleset"]).unwrap();
     let pins = knet_tests::cni::files_under(agent.pin_dir());
@@ -97,7 +98,7 @@ fn a_second_agent_changes_nothing_and_says_why() {
     assert_eq!(node_state(&c, 0), before);
 
     // The first agent still runs the node, and says so.
-    assert_eq!(agent.request("GET", "/readyz", None).unwrap().0, 200);
+    agent.ready().unwrap();
     traffic::ping(&c.pods[0][0].ns, c.pods[1][0].ip, 3).unwrap();
 }
 
@@ -114,10 +115,14 @@ fn host_veth_must_be_a_pods_veth() {
     for (link, why) in
         [("lo", "is not a veth"), ("eth0", "is the underlay device"), ("kvlocal0", "peer in the node's own namespace")]
     {
-        let body = format!(r#"{{"ip":"{ip}","host_veth":"{link}","pod_mac":"02:00:00:00:00:09"}}"#);
-        let (status, v) = agent.request("POST", "/v1/endpoints", Some(&body)).unwrap();
-        assert_eq!(status, 422, "{link}: {v}");
-        assert!(v["error"].as_str().unwrap().contains(why), "{link}: {v}");
+        let req = AddEndpoint { ip: ip.clone(), host_veth: link.into(), pod_mac: "02:00:00:00:00:09".into() };
+        match agent.add_endpoint(&req) {
+            Err(CallError::Refused { status, message }) => {
+                assert_eq!(status, 422, "{link}: {message}");
+                assert!(message.contains(why), "{link}: {message}");
+            }
+            other => panic!("{link}: {other:?}"),
+        }
         assert_eq!(agent.map_ips().unwrap(), maps_before, "{link}: the map changed");
         let programs = agent.tcx_ingress(link).unwrap();
         assert!(!programs.contains(&"from_pod".to_string()), "{link} got from_pod: {programs:?}");

@@ -4,7 +4,6 @@
 use std::net::Ipv4Addr;
 
 use knet_tests::{agent::agent_binary, traffic, Agent, AgentOptions, Node};
-use serde_json::Value;
 
 #[test]
 fn an_invalid_pod_cidr_stops_the_agent_with_a_message() {
@@ -47,7 +46,7 @@ impl Drop for RemoveDir {
 }
 
 /// Everything a client can observe of the agent's state.
-fn snapshot(agent: &Agent) -> (Value, Vec<String>) {
+fn snapshot(agent: &Agent) -> (Vec<knet_agent::endpoints::Endpoint>, Vec<String>) {
     (agent.endpoints().unwrap(), agent.map_ips().unwrap())
 }
 

@@ -3,13 +3,13 @@
 //! reference host-local IPAM and portmap. Needs root; run with
 //! `cargo xtask test` (one test at a time).
 
-use knet_agent::config::Mode;
 use std::{
     net::Ipv4Addr,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
+use knet_agent::config::Mode;
 use knet_common::Stat;
 use knet_tests::{
     cni::{self, links, result_host_veth, result_ip, KnetNetwork, PluginNode},
@@ -117,7 +117,7 @@ fn check_reports_what_is_wrong() {
 
     // The pod loses its default route and the agent its endpoint.
     pod.ip(&["route", "del", "default"]).unwrap();
-    t.agent.request("DELETE", &format!("/v1/endpoints/{ip}"), None).unwrap();
+    t.agent.delete_endpoint(ip).unwrap();
     let out = t.net.check(&id, &pod, &r).unwrap().expect_error(102, "CHECK of a broken pod");
     let msg = out.json["msg"].as_str().unwrap();
     assert!(msg.contains("no route 0.0.0.0/0 via 169.254.1.1"), "{msg}");
@@ -530,8 +530,8 @@ fn with_a_node_source_routes_leaving_the_node_carry_the_agents_route_mtu_and_sam
         &extra,
     )
     .unwrap();
-    let (status, view) = agent.request("GET", "/v1/node", None).unwrap();
-    assert_eq!((status, &view["route_mtu"]), (200, &json!(1450)), "{view}");
+    let view = agent.node().unwrap();
+    assert_eq!(view.route_mtu, Some(1450), "{view:?}");
     let net = KnetNetwork::new(&node.ns, POD_CIDR, agent.socket()).unwrap();
     let a = net.add_pod("pod-a").unwrap();
     let b = net.add_pod("pod-b").unwrap();

@@ -3,9 +3,9 @@
 //! sandboxes run, inspected, stopped and removed through the CRI exactly
 //! as kubelet does it. Needs root; run with `cargo xtask test cri`.
 
-use knet_agent::config::Mode;
 use std::net::Ipv4Addr;
 
+use knet_agent::config::Mode;
 use knet_tests::{
     cluster::{self, Cluster},
     cni::{self, KnetNetwork},

@@ -1,9 +1,9 @@
 //! Pods on different nodes, in VXLAN and native mode. Needs root; run with
 //! `cargo xtask test`.
 
-use knet_agent::config::Mode;
 use std::{net::Ipv4Addr, time::Duration};
 
+use knet_agent::config::Mode;
 use knet_common::Stat;
 use knet_tests::{
     capture::Capture,
@@ -150,7 +150,7 @@ fn full_size_packets_work_at_the_reduced_mtu() {
     let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let (a, b) = (&c.pods[0][0], &c.pods[1][0]);
     let nodes = c.agents[0].nodes().unwrap();
-    assert_eq!(nodes["route_mtu"], 1450, "{nodes}");
+    assert_eq!(nodes.route_mtu, Some(1450), "{nodes:?}");
     // TCP with the default MSS (from the route MTU) across nodes.
     let t = traffic::iperf3(&a.ns, &b.ns, b.ip, IperfOptions { seconds: 2, ..Default::default() }).unwrap();
     assert!(t.bytes_received > 10_000_000, "only {} bytes crossed", t.bytes_received);
@@ -175,7 +175,7 @@ fn full_size_packets_work_at_the_reduced_mtu() {
 }
 
 fn generation(c: &Cluster, i: usize) -> u64 {
-    c.agents[i].nodes().unwrap()["source"]["generation"].as_u64().unwrap()
+    c.agents[i].nodes().unwrap().source.generation
 }
 
 fn route_to_subnet(c: &Cluster, node: usize, subnet: &str) -> String {
@@ -194,12 +194,12 @@ fn nodes_join_and_leave_through_the_file_while_others_keep_talking() {
     c.write_nodes_file(&format!("{}{}", cluster::node_line(0), cluster::node_line(1))).unwrap();
     for (i, g) in [(0, g0), (1, g1)] {
         let v = c.wait_for_source(i, g).unwrap();
-        assert!(v["source"]["error"].is_null(), "{v}");
-        assert_eq!(v["nodes"].as_array().unwrap().len(), 2);
+        assert!(v.source.error.is_none(), "{v:?}");
+        assert_eq!(v.nodes.len(), 2);
     }
-    let dp = c.agents[0].request("GET", "/v1/datapath", None).unwrap().1;
-    assert!(!dp["node_subnets"].to_string().contains("10.244.2.0/24"), "{dp}");
-    assert!(!dp["tunnel_sources"].to_string().contains(&c.nodes[2].address.to_string()), "{dp}");
+    let dp = c.agents[0].datapath().unwrap();
+    assert!(!dp.node_subnets.iter().any(|s| s.starts_with("10.244.2.0/24")), "{dp:?}");
+    assert!(!dp.tunnel_sources.contains(&c.nodes[2].address), "{dp:?}");
     assert!(route_to_subnet(&c, 0, "10.244.2.0/24").is_empty());
     assert!(!traffic::ping_once(&p0.ns, p2.ip), "node 2's pod is still reachable after it left");
 
@@ -207,7 +207,7 @@ fn nodes_join_and_leave_through_the_file_while_others_keep_talking() {
     let g0 = generation(&c, 0);
     c.write_nodes_file(&(0..3).map(cluster::node_line).collect::<String>()).unwrap();
     let v = c.wait_for_source(0, g0).unwrap();
-    assert_eq!(v["nodes"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v.nodes.len(), 3, "{v:?}");
     assert!(route_to_subnet(&c, 0, "10.244.2.0/24").contains("via 192.168.77.12"));
     traffic::ping(&p0.ns, p2.ip, 2).unwrap();
     traffic::ping(&p2.ns, p0.ip, 2).unwrap();
@@ -222,8 +222,8 @@ fn nodes_join_and_leave_through_the_file_while_others_keep_talking() {
 fn bad_node_files_are_rejected_by_line_and_change_nothing() {
     let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let good: String = (0..2).map(cluster::node_line).collect();
-    let before_nodes = c.agents[0].nodes().unwrap()["nodes"].clone();
-    let before_dp = c.agents[0].request("GET", "/v1/datapath", None).unwrap().1;
+    let before_nodes = c.agents[0].nodes().unwrap().nodes;
+    let before_dp = c.agents[0].datapath().unwrap();
     let before_routes = c.nodes[0].ns.ip(&["route", "show", "proto", "75"]).unwrap();
     for (bad, needle) in [
         (format!("{good}node-2 192.168.77.12 10.244.1.0/24\n"), "line 3: pod CIDR 10.244.1.0/24 overlaps node node-1"),
@@ -236,21 +236,17 @@ fn bad_node_files_are_rejected_by_line_and_change_nothing() {
         c.write_nodes_file(&bad).unwrap();
         let v = knet_tests::wait::until("the agent to reject the file", Duration::from_secs(10), || {
             let v = c.agents[0].nodes().ok()?;
-            v["source"]["error"].as_str().is_some_and(|e| e.contains(needle)).then_some(v)
+            v.source.error.as_ref().is_some_and(|e| e.contains(needle)).then_some(v)
         })
-        .unwrap_or_else(|e| panic!("{bad:?}: {e:#}\n{}", c.agents[0].nodes().unwrap()));
-        assert_eq!(v["nodes"], before_nodes, "nodes changed after {bad:?}");
-        assert_eq!(
-            c.agents[0].request("GET", "/v1/datapath", None).unwrap().1,
-            before_dp,
-            "maps changed after {bad:?}"
-        );
+        .unwrap_or_else(|e| panic!("{bad:?}: {e:#}\n{:?}", c.agents[0].nodes()));
+        assert_eq!(v.nodes, before_nodes, "nodes changed after {bad:?}");
+        assert_eq!(c.agents[0].datapath().unwrap(), before_dp, "maps changed after {bad:?}");
         assert_eq!(c.nodes[0].ns.ip(&["route", "show", "proto", "75"]).unwrap(), before_routes);
         traffic::ping(&c.pods[0][0].ns, c.pods[1][0].ip, 1).unwrap();
         // Put the good file back: the error clears.
         c.write_nodes_file(&good).unwrap();
         knet_tests::wait::until("the error to clear", Duration::from_secs(10), || {
-            c.agents[0].nodes().ok()?["source"]["error"].is_null().then_some(())
+            c.agents[0].nodes().ok()?.source.error.is_none().then_some(())
         })
         .unwrap();
     }
@@ -279,10 +275,10 @@ fn native_mode_refuses_a_peer_off_the_underlay_segment() {
     let g = generation(&c, 0);
     c.write_nodes_file(&format!("{}node-9 172.31.0.9 10.244.9.0/24\n", cluster::node_line(0))).unwrap();
     let v = c.wait_for_source(0, g).unwrap();
-    let err = v["source"]["error"].as_str().unwrap_or_else(|| panic!("accepted an off-segment peer: {v}"));
+    let err = v.source.error.as_deref().unwrap_or_else(|| panic!("accepted an off-segment peer: {v:?}"));
     assert!(err.contains("native mode needs every node on the underlay's L2 segment"), "{err}");
     assert!(err.contains("node-9") && err.contains("router 192.168.77.250"), "{err}");
-    assert_eq!(v["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(v.nodes.len(), 1);
     assert!(c.nodes[0].ns.ip(&["route", "show", "10.244.9.0/24"]).unwrap().is_empty());
 }
 

@@ -4,9 +4,9 @@
 //! without the lie is delivered, so the drops are the checks' doing. Needs
 //! root; run with `cargo xtask test`.
 
-use knet_agent::config::Mode;
 use std::{net::Ipv4Addr, time::Duration};
 
+use knet_agent::config::Mode;
 use knet_agent::mac::MacAddr;
 use knet_common::{node::VXLAN_PORT, Stat};
 use knet_tests::{

@@ -3,7 +3,6 @@
 //! 410 Gone, bearer tokens, status patches). Needs root; run with
 //! `cargo xtask test`.
 
-use knet_agent::config::Mode;
 use std::{
     io::Read,
     net::Ipv4Addr,
@@ -11,7 +10,9 @@ use std::{
     time::Duration,
 };
 
+use knet_agent::{api::DatapathView, config::Mode};
 use knet_tests::{
+    agent::CallError,
     cluster::{self, Cluster},
     kube_api::{self, KubeApi},
     traffic, wait, Agent, AgentOptions, Netns, Node,
@@ -24,8 +25,8 @@ fn api(c: &Cluster) -> &KubeApi {
     c.kube.as_ref().expect("a kubernetes cluster")
 }
 
-fn datapath(agent: &Agent) -> Value {
-    agent.request("GET", "/v1/datapath", None).unwrap().1
+fn datapath(agent: &Agent) -> DatapathView {
+    agent.datapath().unwrap()
 }
 
 fn routes(node: &Node) -> String {
@@ -33,24 +34,41 @@ fn routes(node: &Node) -> String {
 }
 
 /// Waits until node `i`'s maps and routes satisfy `check`.
-fn until_programmed(c: &Cluster, i: usize, what: &str, check: impl Fn(&Value, &str) -> bool) {
+fn until_programmed(c: &Cluster, i: usize, what: &str, check: impl Fn(&DatapathView, &str) -> bool) {
     wait::until(what, WAIT, || {
         let (dp, r) = (datapath(&c.agents[i]), routes(&c.nodes[i]));
         check(&dp, &r).then_some(())
     })
-    .unwrap_or_else(|e| panic!("{e:#}\nmaps: {}\nroutes: {}", datapath(&c.agents[i]), routes(&c.nodes[i])));
+    .unwrap_or_else(|e| panic!("{e:#}\nmaps: {:?}\nroutes: {}", datapath(&c.agents[i]), routes(&c.nodes[i])));
 }
 
-fn subnets(dp: &Value) -> String {
-    dp["node_subnets"].to_string()
+fn subnets(dp: &DatapathView) -> String {
+    dp.node_subnets.join("\n")
+}
+
+fn tunnel_sources(dp: &DatapathView) -> Vec<String> {
+    dp.tunnel_sources.iter().map(|ip| ip.to_string()).collect()
+}
+
+/// The agent's reason for not being ready (its 503), once it contains
+/// `needle` (compared lower-case).
+fn until_not_ready(agent: &Agent, needle: &str) {
+    let needle = needle.to_lowercase();
+    wait::until(&needle, WAIT, || match agent.ready() {
+        Err(CallError::Refused { status, message }) if status == 503 && message.to_lowercase().contains(&needle) => {
+            Some(())
+        }
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {:?}", agent.ready()));
 }
 
 #[test]
 fn nodes_added_changed_and_deleted_in_the_api_reach_the_maps_and_routes() {
     let c = Cluster::kubernetes(2, 1, Mode::Vxlan).unwrap();
     // Configured with no pod CIDR, each agent took its own from its Node.
-    let view = c.agents[1].request("GET", "/v1/node", None).unwrap().1;
-    assert_eq!(view["pod_cidr"], cluster::pod_cidr(1), "{view}");
+    let view = c.agents[1].node().unwrap();
+    assert_eq!(view.pod_cidr.to_string(), cluster::pod_cidr(1), "{view:?}");
     traffic::ping(&c.pods[0][0].ns, c.pods[1][0].ip, 1).unwrap();
     let steady = traffic::BackgroundPing::start(&c.pods[0][0].ns, c.pods[1][0].ip, 150).unwrap();
 
@@ -58,7 +76,7 @@ fn nodes_added_changed_and_deleted_in_the_api_reach_the_maps_and_routes() {
     api(&c).set_node("node-5", a, Some("10.244.5.0/24"));
     until_programmed(&c, 0, "node-5 added", |dp, r| {
         subnets(dp).contains("10.244.5.0/24 via 192.168.77.15")
-            && dp["tunnel_sources"].to_string().contains("192.168.77.15")
+            && tunnel_sources(dp).contains(&"192.168.77.15".to_string())
             && r.contains("10.244.5.0/24 via 192.168.77.15")
     });
 
@@ -66,8 +84,8 @@ fn nodes_added_changed_and_deleted_in_the_api_reach_the_maps_and_routes() {
     api(&c).set_node("node-5", b, Some("10.244.5.0/24"));
     until_programmed(&c, 0, "node-5's new InternalIP", |dp, r| {
         subnets(dp).contains("10.244.5.0/24 via 192.168.77.16")
-            && !dp["tunnel_sources"].to_string().contains("192.168.77.15")
-            && dp["tunnel_sources"].to_string().contains("192.168.77.16")
+            && !tunnel_sources(dp).contains(&"192.168.77.15".to_string())
+            && tunnel_sources(dp).contains(&"192.168.77.16".to_string())
             && r.contains("10.244.5.0/24 via 192.168.77.16")
     });
 
@@ -83,7 +101,7 @@ fn nodes_added_changed_and_deleted_in_the_api_reach_the_maps_and_routes() {
     api(&c).delete_node("node-5");
     until_programmed(&c, 0, "node-5 deleted", |dp, r| {
         !subnets(dp).contains("10.244.6.0/24")
-            && !dp["tunnel_sources"].to_string().contains("192.168.77.16")
+            && !tunnel_sources(dp).contains(&"192.168.77.16".to_string())
             && !r.contains("10.244.6.0/24")
     });
     // Node 1 saw it all too, and the nodes that stayed never stopped talking.
@@ -144,10 +162,8 @@ fn a_410_gone_relists_without_withdrawing_a_route_that_still_exists() {
         node.ns.ip(&["route", "add", kube_api::BULK_UNDERLAY, "via", &cluster::OUTSIDE.to_string()]).unwrap();
     }
     api(&c).set_nodes(&extra);
-    wait::until("the extra nodes to be programmed", WAIT, || {
-        (c.agents[0].status().ok()?["nodes"].as_u64()? == 1203).then_some(())
-    })
-    .unwrap();
+    wait::until("the extra nodes to be programmed", WAIT, || (c.agents[0].status().ok()?.nodes == 1203).then_some(()))
+        .unwrap();
     let monitor = RouteMonitor::start(&c.nodes[0].ns);
     let steady = traffic::BackgroundPing::start(&c.pods[0][0].ns, c.pods[1][0].ip, 150).unwrap();
     let (lists, _, _) = api(&c).counts();
@@ -162,7 +178,7 @@ fn a_410_gone_relists_without_withdrawing_a_route_that_still_exists() {
     assert!(api(&c).counts().0 > lists, "the agent did not list again after 410 Gone");
     wait::until("the source back in sync", WAIT, || {
         let v = c.agents[0].nodes().ok()?;
-        (v["source"]["in_sync"] == true && v["source"]["error"].is_null()).then_some(())
+        (v.source.in_sync && v.source.error.is_none()).then_some(())
     })
     .unwrap();
 
@@ -189,16 +205,10 @@ fn this_node_missing_or_without_a_pod_cidr_is_a_clear_error_and_not_ready() {
     );
     let agent =
         Agent::start_with(&late.ns, &AgentOptions { node_name: "node-5".into(), pod_cidr: None }, &extra).unwrap();
-    let not_ready = |needle: &str| {
-        wait::until(needle, WAIT, || {
-            let (status, body) = agent.request("GET", "/readyz", None).ok()?;
-            (status == 503 && body["error"].as_str()?.contains(needle)).then_some(())
-        })
-        .unwrap_or_else(|e| panic!("{e:#}: {:?}", agent.request("GET", "/readyz", None)));
-    };
+    let not_ready = |needle: &str| until_not_ready(&agent, needle);
     not_ready("this node (node-5) has no Node object in the Kubernetes API");
     // Without its pod CIDR the agent serves no pod.
-    assert_eq!(agent.request("GET", "/v1/node", None).unwrap().0, 503);
+    assert!(matches!(agent.node(), Err(CallError::Refused { status, .. }) if status == 503), "{:?}", agent.node());
 
     api(&c).set_node("node-5", cluster::node_address(5), None);
     not_ready("this node (node-5) cannot be programmed: it has no IPv4 pod CIDR (spec.podCIDRs) yet");
@@ -208,7 +218,7 @@ fn this_node_missing_or_without_a_pod_cidr_is_a_clear_error_and_not_ready() {
 
     api(&c).set_node("node-5", cluster::node_address(5), Some("10.244.5.0/24"));
     agent.wait_ready(WAIT).unwrap();
-    assert_eq!(agent.request("GET", "/v1/node", None).unwrap().1["pod_cidr"], "10.244.5.0/24");
+    assert_eq!(agent.node().unwrap().pod_cidr.to_string(), "10.244.5.0/24");
     // Then the agent writes its conflist: host-local over the Node's pod
     // CIDR, at the underlay's MTU, pointing at the agent's socket.
     let written: Value =
@@ -273,11 +283,7 @@ fn an_agent_without_the_right_token_is_refused_and_not_ready() {
     let extra = format!("node_source = \"kubernetes\"\nkubeconfig = {:?}\n", bad.display().to_string());
     let agent =
         Agent::start_with(&late.ns, &AgentOptions { node_name: "node-6".into(), pod_cidr: None }, &extra).unwrap();
-    wait::until("the refusal to show", WAIT, || {
-        let (status, body) = agent.request("GET", "/readyz", None).ok()?;
-        (status == 503 && body["error"].as_str()?.to_lowercase().contains("unauthorized")).then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e:#}: {:?}", agent.request("GET", "/readyz", None)));
+    until_not_ready(&agent, "unauthorized");
     assert!(api(&c).counts().2 > refused_before);
     assert!(api(&c).patches().iter().all(|p| p.node != "node-6"));
 }
@@ -294,7 +300,7 @@ fn ten_thousand_nodes_are_applied_while_a_cni_add_on_the_node_completes() {
     // hold up the ADD.
     wait::until("the 10,000 nodes to be written", WAIT, || {
         let v = c.agents[0].status().ok()?;
-        (v["source"]["writing"] == true).then_some(())
+        v.source.writing.then_some(())
     })
     .unwrap();
     let pod = net.add_pod("pod").unwrap();
@@ -302,18 +308,18 @@ fn ten_thousand_nodes_are_applied_while_a_cni_add_on_the_node_completes() {
     // wait for it. (Counted in nodes, not generations: a no-op reconcile,
     // e.g. after the agent's own status patch, also bumps the generation.)
     let v = c.agents[0].status().unwrap();
-    assert_eq!(v["nodes"].as_u64(), Some(1), "the apply finished before the ADD: {v}");
-    assert_eq!(v["source"]["writing"], true, "the apply finished before the ADD: {}", v["source"]);
+    assert_eq!(v.nodes, 1, "the apply finished before the ADD: {v:?}");
+    assert!(v.source.writing, "the apply finished before the ADD: {:?}", v.source);
 
     wait::until("the 10,000 nodes to be programmed", Duration::from_secs(300), || {
         let v = c.agents[0].status().ok()?;
-        (v["nodes"].as_u64()? == 10_001 && v["source"]["applying"] == false).then_some(v)
+        (v.nodes == 10_001 && !v.source.applying).then_some(v)
     })
-    .map(|v| assert!(v["source"]["error"].is_null(), "{}", v["source"]))
+    .map(|v| assert!(v.source.error.is_none(), "{:?}", v.source))
     .unwrap();
     let dp = datapath(&c.agents[0]);
-    assert_eq!(dp["node_subnets"].as_array().unwrap().len(), 10_001);
-    assert_eq!(dp["tunnel_sources"].as_array().unwrap().len(), 10_000);
+    assert_eq!(dp.node_subnets.len(), 10_001);
+    assert_eq!(dp.tunnel_sources.len(), 10_000);
     // One route per other node, and this node's own subnet unreachable.
     assert_eq!(routes(&c.nodes[0]).lines().count(), 10_001);
     assert!(routes(&c.nodes[0]).contains("10.39.15.0/24 via 192.168.77.250"));
@@ -348,7 +354,7 @@ fn an_agent_run_as_a_pod_reaches_the_api_over_https_with_its_service_account() {
 
     for agent in [&a, &b] {
         let dp = datapath(agent);
-        assert!(subnets(&dp).contains(&format!("{} via {}", cluster::pod_cidr(0), cluster::node_address(0))), "{dp}");
+        assert!(subnets(&dp).contains(&format!("{} via {}", cluster::pod_cidr(0), cluster::node_address(0))), "{dp:?}");
     }
     wait::until("both agents to clear NetworkUnavailable", WAIT, || {
         let patched: Vec<String> = api.patches().into_iter().map(|p| p.node).collect();

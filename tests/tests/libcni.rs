@@ -4,9 +4,9 @@
 //! prevResult, parsed into libcni's types, as on a real node. Needs root;
 //! run with `cargo xtask test` (one test at a time).
 
-use knet_agent::config::Mode;
 use std::net::Ipv4Addr;
 
+use knet_agent::config::Mode;
 use knet_common::Stat;
 use knet_tests::{
     cluster::{self, Cluster},
@@ -23,11 +23,6 @@ fn network(c: &Cluster, i: usize) -> LibcniNetwork {
     let node = &c.nodes[i].ns;
     let mtu = node.read("/sys/class/net/eth0/mtu").unwrap().trim().parse().unwrap();
     LibcniNetwork::new(node, &cluster::pod_cidr(i), c.agents[i].socket(), mtu).unwrap()
-}
-
-fn endpoint_ips(c: &Cluster, i: usize) -> Vec<String> {
-    let list = c.agents[i].endpoints().unwrap();
-    list.as_array().unwrap().iter().filter_map(|e| e["ip"].as_str().map(str::to_string)).collect()
 }
 
 #[test]
@@ -88,8 +83,7 @@ fn libcni_check_fails_with_knets_code_102_once_the_pod_is_broken() {
     a.check().unwrap().expect_ok("CHECK with the MTU restored");
 
     // The agent loses the pod's endpoint.
-    let (status, _) = c.agents[0].request("DELETE", &format!("/v1/endpoints/{}", a.ip), None).unwrap();
-    assert_eq!(status, 200);
+    c.agents[0].delete_endpoint(a.ip).unwrap();
     let msg = a.check().unwrap().expect_error(102, "CHECK without the endpoint");
     assert!(msg.contains(&format!("the agent has no endpoint {}", a.ip)), "{msg}");
 }
@@ -103,14 +97,14 @@ fn del_through_libcni_leaves_no_veth_lease_endpoint_or_cache_file() {
     let node = &c.nodes[0].ns;
     assert!(links(node).unwrap().contains(&host));
     assert_eq!(net.leases(), vec![a.ip]);
-    assert_eq!(endpoint_ips(&c, 0), vec![a.ip.to_string()]);
+    assert_eq!(c.agents[0].endpoint_ips().unwrap(), vec![a.ip.to_string()]);
     assert!(net.cache_file(&a.container_id).exists());
 
     a.del().unwrap().expect_ok("DEL");
     assert!(!links(node).unwrap().contains(&host), "host veth {host} is still there");
     assert_eq!(links(&a.ns).unwrap(), vec!["lo"], "eth0 is still in the pod");
     assert!(net.leases().is_empty(), "lease left: {:?}", net.leases());
-    assert!(endpoint_ips(&c, 0).is_empty(), "endpoint left");
+    assert!(c.agents[0].endpoint_ips().unwrap().is_empty(), "endpoint left");
     assert!(!net.cache_file(&a.container_id).exists(), "libcni's cache file is still there");
     let routes = node.ip(&["route", "show"]).unwrap();
     assert!(!routes.contains(&a.ip.to_string()), "node route left: {routes}");
@@ -142,6 +136,6 @@ fn libcni_1_1_refuses_a_1_1_0_result_which_is_why_knets_conflist_stays_at_1_0_0(
     assert!(!net.cache_file(&id).exists());
     net.run("DEL", &id, Some(&pod)).unwrap().expect_ok("DEL after the refused ADD");
     assert!(net.leases().is_empty(), "lease left: {:?}", net.leases());
-    assert!(endpoint_ips(&c, 0).is_empty(), "endpoint left");
+    assert!(c.agents[0].endpoint_ips().unwrap().is_empty(), "endpoint left");
     assert_eq!(links(&pod).unwrap(), vec!["lo"]);
 }

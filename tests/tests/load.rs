@@ -5,12 +5,12 @@
 //! time and descriptors) are printed; run with `--nocapture` to see them.
 //! Needs root; run with `cargo xtask test`.
 
-use knet_agent::config::Mode;
 use std::{
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
+use knet_agent::config::Mode;
 use knet_common::Stat;
 use knet_tests::{
     cluster::{self, node_line, Cluster},
@@ -18,7 +18,7 @@ use knet_tests::{
     kube_api,
     measure::{percentile, Usage},
     netns::unique_name,
-    traffic, wait, Netns,
+    traffic, Netns,
 };
 
 const PODS: usize = 250;
@@ -68,18 +68,10 @@ fn two_hundred_fifty_pods_beside_five_thousand_node_subnets() {
     let file: String = std::iter::once(node_line(0)).chain(remote).collect();
     c.write_nodes_file(&file).unwrap();
     let started = Instant::now();
-    let nodes = REMOTE_NODES as u64 + 1;
-    wait::until("5,001 nodes programmed", Duration::from_secs(120), || {
-        let v = agent.status().ok()?;
-        let s = &v["source"];
-        (v["nodes"].as_u64()? == nodes && s["in_sync"] == true && s["applying"] == false && s["error"].is_null())
-            .then_some(())
-    })
-    .unwrap();
+    let nodes = REMOTE_NODES + 1;
+    agent.wait_programmed(nodes, Duration::from_secs(120)).unwrap();
     println!("load: {nodes} nodes programmed in {:.0} ms", millis(started.elapsed()));
-    let (_, datapath) = agent.request("GET", "/v1/datapath", None).unwrap();
-    let subnets = datapath["node_subnets"].as_array().map(Vec::len);
-    assert_eq!(subnets, Some(REMOTE_NODES + 1), "the kernel's node map");
+    assert_eq!(agent.datapath().unwrap().node_subnets.len(), REMOTE_NODES + 1, "the kernel's node map");
     report_usage("with 5,001 nodes", Usage::of(pid).unwrap());
 
     let net = &c.networks[0];

@@ -4,9 +4,9 @@
 //! adopted) is one line naming what changed and its cause. Needs root; run
 //! with `cargo xtask test`.
 
-use knet_agent::config::Mode;
 use std::time::Duration;
 
+use knet_agent::config::Mode;
 use knet_tests::{
     cluster::{node_address, node_line, Cluster},
     wait,

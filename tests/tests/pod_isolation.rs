@@ -3,13 +3,13 @@
 //! node over IPv6 (no dual stack yet; link-local addresses would open the
 //! node's services to every pod). Needs root; run with `cargo xtask test`.
 
-use knet_agent::config::Mode;
 use std::{
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream},
     time::Duration,
 };
 
+use knet_agent::config::Mode;
 use knet_common::Stat;
 use knet_tests::{
     capture::Capture,

@@ -13,7 +13,7 @@ fn restarting_an_agent_drops_no_cross_node_packet() {
     let mut c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let (p0, p1) = (&c.pods[0][0], &c.pods[1][0]);
     traffic::ping(&p0.ns, p1.ip, 1).unwrap();
-    let before = c.agents[0].request("GET", "/v1/datapath", None).unwrap().1;
+    let before = c.agents[0].datapath().unwrap();
 
     // 200 pings 20 ms apart across the restart of node 0's agent.
     let ping = traffic::BackgroundPing::start(&p0.ns, p1.ip, 200).unwrap();
@@ -22,7 +22,7 @@ fn restarting_an_agent_drops_no_cross_node_packet() {
     assert_eq!((sent, received), (200, 200), "packets were lost across the restart");
 
     // The new agent holds the same state, with one program per hook.
-    assert_eq!(c.agents[0].request("GET", "/v1/datapath", None).unwrap().1, before);
+    assert_eq!(c.agents[0].datapath().unwrap(), before);
     assert_eq!(c.agents[0].tcx_ingress("eth0").unwrap(), vec!["from_netdev"]);
     assert_eq!(c.agents[0].tcx_ingress(&c.pods[0][0].host_veth).unwrap(), vec!["from_pod"]);
     traffic::ping(&c.pods[1][0].ns, c.pods[0][0].ip, 2).unwrap();
@@ -47,9 +47,9 @@ fn an_agent_restarted_without_a_node_file_forgets_the_cluster() {
     // What stays is the node's own subnet (its unassigned addresses dropped)
     // and its unreachable route.
     let own = pod_cidr(0);
-    let dp = c.agents[0].request("GET", "/v1/datapath", None).unwrap().1;
-    assert_eq!(dp["node_subnets"], serde_json::json!([format!("{own} via 0.0.0.0 (local)")]), "{dp}");
-    assert_eq!(dp["tunnel_sources"], serde_json::json!([]), "{dp}");
+    let dp = c.agents[0].datapath().unwrap();
+    assert_eq!(dp.node_subnets, vec![format!("{own} via 0.0.0.0 (local)")], "{dp:?}");
+    assert!(dp.tunnel_sources.is_empty(), "{dp:?}");
     let routes = c.nodes[0].ns.ip(&["route", "show", "proto", "75"]).unwrap();
     assert_eq!(routes.trim(), format!("unreachable {own}"), "the agent's routes to other nodes stayed");
     let (tunneled, _) = c.agents[0].stat(Stat::RedirectTunnel).unwrap();

@@ -4,9 +4,9 @@
 //! fragmentation needed with the tunnel's MTU, from the node's underlay
 //! address. Needs root; run with `cargo xtask test`.
 
-use knet_agent::config::Mode;
 use std::net::Ipv4Addr;
 
+use knet_agent::config::Mode;
 use knet_common::Stat;
 use knet_tests::{
     cluster::{self, Cluster},
@@ -70,7 +70,7 @@ fn native_expiring_ttls_are_answered_by_the_hop_where_they_expire() {
 fn a_df_packet_too_big_for_the_tunnel_gets_fragmentation_needed_with_its_mtu() {
     let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let (a, b) = (&c.pods[0][0], &c.pods[1][0]);
-    let route_mtu = c.agents[0].nodes().unwrap()["route_mtu"].as_u64().unwrap();
+    let route_mtu = c.agents[0].nodes().unwrap().route_mtu.unwrap();
     assert_eq!(route_mtu, 1450);
     // A pod that ignores the route MTU it was given: its own stack lets
     // 1488-byte packets go, and only the node can refuse them.

@@ -3,9 +3,9 @@
 //! pinned maps and links, while traffic crosses the node. Needs root; run
 //! with `cargo xtask test`, which builds the second eBPF object.
 
-use knet_agent::config::Mode;
 use std::{path::PathBuf, time::Duration};
 
+use knet_agent::config::Mode;
 use knet_tests::{
     cluster::Cluster,
     traffic::{self, IperfOptions},

@@ -21,10 +21,9 @@ use knet_common::Stat;
 use knet_tests::{
     cluster::{self, Cluster},
     traffic::{self, IperfOptions},
-    Agent, Netns,
+    Netns,
 };
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::{build, setup, step, test::require_root};
 
@@ -131,15 +130,6 @@ fn report(cluster: &Cluster, sandbox: &Sandbox, stop: &AtomicBool) -> Result<()>
     Ok(())
 }
 
-/// `GET path` on an agent's API.
-fn api(agent: &Agent, path: &str) -> Result<Value> {
-    let (status, v) = agent.request("GET", path, None)?;
-    if status != 200 {
-        bail!("GET {path}: {status} {v}");
-    }
-    Ok(v)
-}
-
 fn print_topology(cluster: &Cluster, sandbox: &Sandbox) -> Result<()> {
     let nodes_file = cluster.nodes_file();
     println!("\nsandbox: {} nodes, {} mode", sandbox.nodes, sandbox.mode);
@@ -152,14 +142,14 @@ fn print_topology(cluster: &Cluster, sandbox: &Sandbox) -> Result<()> {
     let mut attachments = cluster.attachments.iter();
     for (i, node) in cluster.nodes.iter().enumerate() {
         let agent = &cluster.agents[i];
-        let view = api(agent, "/v1/node")?;
+        let view = agent.node()?;
         println!(
             "\nnode {} (netns {}), underlay {} on eth0, pod CIDR {}, route MTU {}",
-            view["node_name"].as_str().unwrap_or("?"),
+            view.node_name,
             node.ns.name(),
             node.address,
-            view["pod_cidr"].as_str().unwrap_or("?"),
-            view["route_mtu"],
+            view.pod_cidr,
+            view.route_mtu.map_or_else(|| "the device's".to_string(), |m| m.to_string()),
         );
         println!("  agent API socket {}", agent.socket().display());
         if let Some(net) = cluster.networks.get(i) {

@@ -48,7 +48,7 @@ pub struct StatEntry {
     pub bytes: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatapathView {
     /// Keys of the kernel's `ENDPOINTS` map.
     pub endpoint_map_ips: Vec<std::net::Ipv4Addr>,
@@ -58,7 +58,7 @@ pub struct DatapathView {
     pub tunnel_sources: Vec<std::net::Ipv4Addr>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkPrograms {
     /// Names of the programs the kernel runs on the link's tcx ingress.
     pub tcx_ingress: Vec<String>,
@@ -74,7 +74,7 @@ pub struct ProgramId {
 }
 
 /// This node as a CNI plugin needs it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeView {
     pub node_name: String,
     pub pod_cidr: ipnet::Ipv4Net,

@@ -5,7 +5,6 @@
 //! at 10,000 nodes, and how long a CNI ADD takes on an idle node and on a
 //! node busy applying 10,000 nodes.
 
-use knet_agent::config::Mode;
 use std::{
     net::Ipv4Addr,
     time::{Duration, Instant},
@@ -13,6 +12,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
+use knet_agent::config::Mode;
 use knet_agent::dataplane::NodeMaps;
 use knet_tests::{
     cluster::{self, Cluster},
@@ -63,13 +63,8 @@ pub const LIMITS: &[Limit] = &[Limit { metric: EVENT_P99, below: 100.0 }, Limit 
 /// Waits until `count` nodes are programmed and the source is in step;
 /// the reconcile's own duration.
 fn wait_programmed(c: &Cluster, count: usize, what: &str) -> Result<f64> {
-    let v = wait::until(what, LIMIT, || {
-        let v = c.agents[0].status().ok()?;
-        let s = &v["source"];
-        let done = v["nodes"].as_u64()? == count as u64 && s["in_sync"] == true && s["applying"] == false;
-        (done && s["error"].is_null()).then_some(v)
-    })?;
-    v["source"]["last_apply_ms"].as_f64().context("no last_apply_ms")
+    let v = c.agents[0].wait_programmed(count, LIMIT).context(what.to_string())?;
+    v.source.last_apply_ms.context("no last_apply_ms")
 }
 
 fn rss_mib(pid: u32) -> Result<f64> {
@@ -110,7 +105,7 @@ pub fn run(reps: u32, progress: impl Fn(&str)) -> Result<Vec<ControlSample>> {
         api.bulk_load(&kube_api::bulk_nodes(NODES));
         // The ADD goes in while the reconcile writes to the kernel.
         wait::until("the 10,000-node apply to write", LIMIT, || {
-            c.agents[0].status().ok()?["source"]["writing"].as_bool()?.then_some(())
+            c.agents[0].status().ok()?.source.writing.then_some(())
         })?;
         push(ADD_BUSY, "ms", rep, add_ms(&net, &format!("busy{rep}"))?);
         let reconcile_ms = wait_programmed(&c, NODES as usize + 1, "the 10,000 nodes to be programmed")?;

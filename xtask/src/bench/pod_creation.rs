@@ -4,10 +4,10 @@
 //! portmap). Both runtimes sit on nodes of one cluster, each node with its
 //! agent, so the two differ only in the network configuration.
 
-use knet_agent::config::Mode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use knet_agent::config::Mode;
 use knet_tests::{
     cluster::{self, Cluster},
     containerd::{

@@ -2,10 +2,10 @@
 //! (../shared/bench.md). Every plane of a case is built before the first
 //! measurement and lives until the last.
 
-use knet_agent::config::Mode;
 use std::net::Ipv4Addr;
 
 use anyhow::Result;
+use knet_agent::config::Mode;
 use knet_tests::{
     cluster::{self, Cluster},
     traffic::{self, IperfOptions},
