@@ -39,6 +39,25 @@ pub struct BenchArgs {
     /// Cases to run.
     #[arg(long, value_delimiter = ',', default_value = "same-node,cross-node,control-plane")]
     cases: Vec<Case>,
+    /// One short repetition of every case (1 s transfers, 1 stream, 1 s of
+    /// latency): proves every data plane builds and measures, as CI runs
+    /// it; its figures are not for comparing.
+    #[arg(long)]
+    quick: bool,
+}
+
+impl BenchArgs {
+    /// The settings `--quick` stands for, over whatever else was given.
+    fn effective(mut self) -> Self {
+        if self.quick {
+            self.reps = 1;
+            self.seconds = 1;
+            self.streams = vec![1];
+            self.latency_seconds = self.latency_seconds.min(1);
+            self.cases = vec![Case::SameNode, Case::CrossNode, Case::ControlPlane];
+        }
+        self
+    }
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -105,6 +124,7 @@ const TARGETS: &[Target] = &[
 
 pub fn run(args: BenchArgs) -> Result<()> {
     require_root("cargo xtask bench")?;
+    let args = args.effective();
     let tc = setup::ensure_ready()?;
     // Release binaries: the control plane's costs are the agent's own, and a
     // debug build would measure the compiler's settings instead.

@@ -12,6 +12,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("ss", "iproute2"),
     ("ping", "iputils-ping"),
     ("iperf3", "iperf3"),
+    // The bench's and the latency tests' ping-pong.
+    ("sockperf", "sockperf"),
     ("nsenter", "util-linux"),
     ("sysctl", "procps"),
     // The reference CNI plugins (host-local, portmap) the CNI tests chain
