@@ -48,6 +48,12 @@ pub struct StatEntry {
     pub bytes: u64,
 }
 
+impl From<(knet_common::Stat, knet_common::Counter)> for StatEntry {
+    fn from((stat, c): (knet_common::Stat, knet_common::Counter)) -> Self {
+        StatEntry { name: stat.name().into(), drop: stat.is_drop(), packets: c.packets, bytes: c.bytes }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatapathView {
     /// Keys of the kernel's `ENDPOINTS` map.

@@ -167,15 +167,7 @@ async fn readyz(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiEr
 
 async fn stats(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let stats = shared.agent.lock().await.stats()?;
-    let body: Vec<StatEntry> = stats
-        .into_iter()
-        .map(|(stat, c)| StatEntry {
-            name: stat.name().into(),
-            drop: stat.is_drop(),
-            packets: c.packets,
-            bytes: c.bytes,
-        })
-        .collect();
+    let body: Vec<StatEntry> = stats.into_iter().map(StatEntry::from).collect();
     Ok(Json(body))
 }
 
