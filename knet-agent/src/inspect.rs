@@ -88,15 +88,7 @@ impl PinnedState {
         endpoints.sort_by_key(|e| e.ip);
         let stats_map: PerCpuArray<_, knet_common::Counter> =
             PerCpuArray::try_from(dataplane::open_pinned_map(pin_dir, map_names::STATS)?)?;
-        let stats = dataplane::summed_stats(&stats_map)?
-            .into_iter()
-            .map(|(stat, c)| StatEntry {
-                name: stat.name().into(),
-                drop: stat.is_drop(),
-                packets: c.packets,
-                bytes: c.bytes,
-            })
-            .collect();
+        let stats = dataplane::summed_stats(&stats_map)?.into_iter().map(StatEntry::from).collect();
         let node_maps = NodeMaps::open_pinned(pin_dir)?;
         let config = node_maps.config()?;
         let mut subnets: Vec<PinnedSubnet> = node_maps
