@@ -1,5 +1,7 @@
 //! VXLAN done by the programs themselves (measured faster here than a
-//! VXLAN device): the bytes of encapsulation and decapsulation.
+//! VXLAN device): the bytes of encapsulation and decapsulation, and the
+//! per-peer counters of both (`PEER_STATS`), so every tunnel packet is
+//! counted where it enters or leaves the tunnel.
 
 use aya_ebpf::{
     bindings::{
