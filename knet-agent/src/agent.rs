@@ -212,6 +212,10 @@ impl Agent {
         self.endpoints.list()
     }
 
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
     pub fn stats(&self) -> Result<Vec<(Stat, Counter)>> {
         self.dataplane.stats()
     }

@@ -2,7 +2,7 @@
 //! environment variable, validated once into [`Config`].
 
 use std::{
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -14,6 +14,9 @@ use crate::sources::SourceKind;
 
 pub const DEFAULT_API_SOCKET: &str = "/run/knet/agent.sock";
 pub const DEFAULT_BPF_PIN_DIR: &str = "/sys/fs/bpf/knet";
+/// Loopback: out of the pods' reach (they reach the node's other
+/// addresses). A DaemonSet that wants scrapes sets the node's address.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9965";
 
 /// Settings as given, before validation. Used both as the file's schema and
 /// as the command line's (each field a flag and an env var).
@@ -68,6 +71,10 @@ pub struct RawConfig {
     /// [default: info; RUST_LOG, when set, wins].
     #[arg(long, env = "KNET_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// TCP address serving /metrics (Prometheus), /healthz and /readyz, or
+    /// "off" [default: 127.0.0.1:9965].
+    #[arg(long, env = "KNET_METRICS_ADDRESS")]
+    pub metrics_address: Option<String>,
 }
 
 /// How log lines are written (to stderr).
@@ -118,6 +125,7 @@ impl RawConfig {
             ebpf_object: over.ebpf_object.or(self.ebpf_object),
             log_format: over.log_format.or(self.log_format),
             log_level: over.log_level.or(self.log_level),
+            metrics_address: over.metrics_address.or(self.metrics_address),
         }
     }
 }
@@ -138,6 +146,8 @@ pub struct Config {
     pub cni_conf_file: Option<PathBuf>,
     pub ebpf_object: Option<PathBuf>,
     pub log: LogSettings,
+    /// `None`: no metrics listener.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// The node source with what it needs.
@@ -239,6 +249,7 @@ impl TryFrom<RawConfig> for Config {
         let filter = raw.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.into());
         tracing_subscriber::EnvFilter::try_new(&filter)
             .map_err(|e| anyhow::anyhow!("log_level {filter:?} is not a level or tracing filter: {e}"))?;
+        let metrics_address = parse_metrics_address(raw.metrics_address.as_deref().unwrap_or(DEFAULT_METRICS_ADDRESS))?;
         Ok(Config {
             log: LogSettings { format: raw.log_format.unwrap_or_default(), filter },
             node_name,
@@ -250,8 +261,21 @@ impl TryFrom<RawConfig> for Config {
             vni,
             cni_conf_file: raw.cni_conf_file,
             ebpf_object: raw.ebpf_object,
+            metrics_address,
         })
     }
+}
+
+/// `host:port` with an IP address (the agent binds it before it resolves
+/// anything), or "off".
+pub fn parse_metrics_address(text: &str) -> Result<Option<SocketAddr>> {
+    if text == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        anyhow::anyhow!("metrics_address {text:?} is not an IP address and port (e.g. 127.0.0.1:9965) or \"off\"")
+    })?;
+    Ok(Some(addr))
 }
 
 /// A node name must be a DNS subdomain, as Kubernetes requires.
@@ -330,6 +354,23 @@ mod tests {
         assert_eq!(c.source, Source::None);
         assert_eq!(c.api_socket, PathBuf::from(DEFAULT_API_SOCKET));
         assert_eq!(c.bpf_pin_dir, PathBuf::from(DEFAULT_BPF_PIN_DIR));
+        assert_eq!(c.metrics_address, Some(DEFAULT_METRICS_ADDRESS.parse().unwrap()));
+    }
+
+    #[test]
+    fn metrics_address_is_an_ip_and_port_or_off() {
+        let mut r = raw("n", "10.0.0.0/24");
+        r.metrics_address = Some("off".into());
+        assert_eq!(Config::try_from(r.clone()).unwrap().metrics_address, None);
+        r.metrics_address = Some("0.0.0.0:9100".into());
+        assert_eq!(Config::try_from(r.clone()).unwrap().metrics_address, Some("0.0.0.0:9100".parse().unwrap()));
+        for bad in ["localhost:9965", "127.0.0.1", "", "127.0.0.1:99999"] {
+            r.metrics_address = Some(bad.into());
+            let e = Config::try_from(r.clone()).unwrap_err().to_string();
+            assert!(e.contains("metrics_address"), "{bad}: {e}");
+        }
+        let file = RawConfig::from_toml("metrics_address = \"[::1]:9965\"\n").unwrap();
+        assert_eq!(file.metrics_address.as_deref(), Some("[::1]:9965"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use futures::FutureExt;
 use tokio::sync::{watch, Mutex};
 
 use crate::{
@@ -19,8 +20,9 @@ use crate::{
         spec::DEFAULT_MTU,
     },
     config::{Config, Source},
-    dataplane::Dataplane,
+    dataplane::{Dataplane, PinnedMaps},
     host::Netlink,
+    metrics::{self, Metrics},
     reconcile::Local,
     reconciler::{local_pod_cidr, ClusterView, Reconciler},
     sources::{self, kubernetes, Publisher},
@@ -30,7 +32,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     tracing::info!(node = %config.node_name, source = ?config.source.kind(), pins = %config.bpf_pin_dir.display(), "starting");
     crate::dataplane::ensure_bpffs(std::path::Path::new("/sys/fs/bpf"))?;
     let _instance = crate::instance::acquire(&config.bpf_pin_dir, &config.api_socket)?;
+    let metrics_listener = match config.metrics_address {
+        Some(address) => Some(metrics::bind(address).await?),
+        None => None,
+    };
     let (dataplane, node_maps) = Dataplane::load(&config.bpf_pin_dir, config.ebpf_object.as_deref())?;
+    let pinned = PinnedMaps::open(&config.bpf_pin_dir)?;
     let agent = Agent::new(config.node_name.clone(), config.bpf_pin_dir.clone(), dataplane, Netlink::connect()?);
     let agent = Arc::new(Mutex::new(agent));
     if let Some(cidr) = config.pod_cidr {
@@ -52,7 +59,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         }
     };
     let local = Local { name: config.node_name.clone(), mode: config.mode, vni: config.vni, pod_cidr: config.pod_cidr };
-    let (reconciler, mut cluster) = Reconciler::new(node_maps, agent.clone(), local, config.source.kind()).await?;
+    let metrics = Metrics::new();
+    let (reconciler, mut cluster) =
+        Reconciler::new(node_maps, agent.clone(), local, config.source.kind(), metrics.clone()).await?;
     tokio::spawn(reconciler.run(published));
 
     // A static source is the operator's own file: a bad one stops the start
@@ -66,7 +75,16 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     tokio::spawn(finish_start(agent.clone(), cluster.clone(), kube, config.clone()));
 
-    api::serve(api::Shared { agent, cluster }, &config.api_socket, shutdown).await?;
+    let shared = api::Shared { agent, cluster, metrics };
+    let shutdown = shutdown.shared();
+    let metrics_server = metrics_listener.map(|listener| {
+        let sources = metrics::Sources { shared: shared.clone(), maps: pinned };
+        tokio::spawn(metrics::serve(listener, sources, shutdown.clone()))
+    });
+    api::serve(shared, &config.api_socket, shutdown).await?;
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     tracing::info!("stopped; maps and links stay pinned for the next agent");
     Ok(())
 }

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray,
+        Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap,
     },
     programs::{
         links::{FdLink, PinnedLink},
@@ -28,6 +28,7 @@ use ipnet::Ipv4Net;
 use knet_common::{
     ipv4_key, map_names,
     node::{DataplaneConfig, NodeInfo, NodeSubnet, SUBNET_LOCAL},
+    peer::PeerCounters,
     program_names, Counter, Endpoint as MapEndpoint, Stat,
 };
 use nix::{
@@ -266,19 +267,28 @@ pub fn endpoint_entries<T: Borrow<MapData>>(
     Ok(out)
 }
 
-/// A `STATS` map summed over CPUs, one entry per code.
+/// A `STATS` map summed over CPUs, one entry per code, in `Stat::ALL`'s
+/// order.
 pub fn summed_stats<T: Borrow<MapData>>(stats: &PerCpuArray<T, Counter>) -> Result<Vec<(Stat, Counter)>> {
     Stat::ALL
         .iter()
-        .map(|&stat| {
-            let per_cpu = stats.get(&stat.slot(), 0).context("cannot read STATS")?;
-            let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                packets: acc.packets + c.packets,
-                bytes: acc.bytes + c.bytes,
-            });
-            Ok((stat, sum))
-        })
+        .map(|&stat| Ok((stat, summed(stats.get(&stat.slot(), 0).context("cannot read STATS")?.iter().copied()))))
         .collect()
+}
+
+/// One counter's values on every CPU, added up.
+fn summed(per_cpu: impl Iterator<Item = Counter>) -> Counter {
+    per_cpu.fold(Counter::default(), |acc, c| Counter { packets: acc.packets + c.packets, bytes: acc.bytes + c.bytes })
+}
+
+/// How many keys a map's key iterator yields.
+fn key_count<K>(name: &str, keys: impl Iterator<Item = Result<K, MapError>>) -> Result<u32> {
+    let mut n = 0u32;
+    for key in keys {
+        key.with_context(|| format!("cannot read {name}"))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// A map a running (or stopped) agent pinned in `pin_dir`.
@@ -288,12 +298,56 @@ pub fn open_pinned_map(pin_dir: &Path, name: &str) -> Result<aya::maps::Map> {
     Ok(aya::maps::Map::from_map_data(data)?)
 }
 
-/// `NODE_SUBNETS`, `NODES` and `CONFIG`: owned by the reconciler, or
-/// opened read-only from their pins by whoever wants to look.
+/// Read-only handles on every pinned map, opened from the pins (file
+/// descriptors of their own): a view such as the metrics reads the
+/// kernel's live values without waiting for the maps' owners.
+pub struct PinnedMaps {
+    stats: PerCpuArray<MapData, Counter>,
+    endpoints: BpfHashMap<MapData, u32, MapEndpoint>,
+    node_maps: NodeMaps,
+}
+
+impl PinnedMaps {
+    pub fn open(pin_dir: &Path) -> Result<Self> {
+        Ok(PinnedMaps {
+            stats: PerCpuArray::try_from(open_pinned_map(pin_dir, map_names::STATS)?)?,
+            endpoints: BpfHashMap::try_from(open_pinned_map(pin_dir, map_names::ENDPOINTS)?)?,
+            node_maps: NodeMaps::open_pinned(pin_dir)?,
+        })
+    }
+
+    /// `STATS` summed over CPUs, as `Dataplane::stats` reads it.
+    pub fn stats(&self) -> Result<Vec<(Stat, Counter)>> {
+        summed_stats(&self.stats)
+    }
+
+    pub fn peer_counters(&self) -> Result<Vec<(Ipv4Addr, PeerCounters)>> {
+        self.node_maps.peer_counters()
+    }
+
+    /// How many entries each pinned map holds now (an array holds all its
+    /// slots), in `pinned_maps::EXPECTED`'s order.
+    pub fn entries(&self) -> Result<Vec<(&'static str, u32)>> {
+        let maps = &self.node_maps;
+        Ok(vec![
+            (map_names::ENDPOINTS, key_count(map_names::ENDPOINTS, self.endpoints.keys())?),
+            (map_names::NODE_SUBNETS, key_count(map_names::NODE_SUBNETS, maps.subnets.keys())?),
+            (map_names::NODES, key_count(map_names::NODES, maps.nodes.keys())?),
+            (map_names::CONFIG, maps.config.len()),
+            (map_names::STATS, self.stats.len()),
+            (map_names::PEER_STATS, key_count(map_names::PEER_STATS, maps.peers.keys())?),
+        ])
+    }
+}
+
+/// `NODE_SUBNETS`, `NODES`, `CONFIG` and the per-peer counters
+/// (`PEER_STATS`, whose entries leave with their peers): owned by the
+/// reconciler, or opened read-only from their pins by whoever wants to look.
 pub struct NodeMaps {
     subnets: LpmTrie<MapData, u32, NodeSubnet>,
     nodes: BpfHashMap<MapData, u32, NodeInfo>,
     config: Array<MapData, DataplaneConfig>,
+    peers: PerCpuHashMap<MapData, u32, PeerCounters>,
 }
 
 /// A `NODE_SUBNETS` value.
@@ -314,6 +368,7 @@ impl NodeMaps {
             subnets: LpmTrie::try_from(take(map_names::NODE_SUBNETS)?)?,
             nodes: BpfHashMap::try_from(take(map_names::NODES)?)?,
             config: Array::try_from(take(map_names::CONFIG)?)?,
+            peers: PerCpuHashMap::try_from(take(map_names::PEER_STATS)?)?,
         })
     }
 
@@ -324,6 +379,7 @@ impl NodeMaps {
             subnets: LpmTrie::try_from(open(map_names::NODE_SUBNETS)?)?,
             nodes: BpfHashMap::try_from(open(map_names::NODES)?)?,
             config: Array::try_from(open(map_names::CONFIG)?)?,
+            peers: PerCpuHashMap::try_from(open(map_names::PEER_STATS)?)?,
         })
     }
 
@@ -385,6 +441,31 @@ impl NodeMaps {
     /// Every key of `NODES`.
     pub fn tunnel_sources(&self) -> Result<Vec<Ipv4Addr>> {
         self.nodes.keys().map(|k| Ok(Ipv4Addr::from(k.context("cannot read NODES")?.to_ne_bytes()))).collect()
+    }
+
+    /// `PEER_STATS` summed over CPUs, by peer underlay address.
+    pub fn peer_counters(&self) -> Result<Vec<(Ipv4Addr, PeerCounters)>> {
+        let mut out = Vec::new();
+        for entry in self.peers.iter() {
+            let (key, per_cpu) = entry.context("cannot read PEER_STATS")?;
+            let counters =
+                PeerCounters { tx: summed(per_cpu.iter().map(|c| c.tx)), rx: summed(per_cpu.iter().map(|c| c.rx)) };
+            out.push((Ipv4Addr::from(key.to_ne_bytes()), counters));
+        }
+        Ok(out)
+    }
+
+    /// Removes the counters of every peer not in `peers` (nodes that left,
+    /// or all of them when the tunnel is gone).
+    pub fn retain_peer_counters(&mut self, peers: &std::collections::BTreeSet<Ipv4Addr>) -> Result<()> {
+        let keys: Vec<u32> = self.peers.keys().collect::<Result<_, _>>().context("cannot read PEER_STATS")?;
+        for key in keys {
+            let ip = Ipv4Addr::from(key.to_ne_bytes());
+            if !peers.contains(&ip) {
+                absent_is_fine(self.peers.remove(&key)).with_context(|| format!("cannot remove PEER_STATS[{ip}]"))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -134,6 +134,14 @@ impl Endpoints {
     pub fn list(&self) -> Vec<Endpoint> {
         self.by_ip.values().cloned().collect()
     }
+
+    pub fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ip.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use knet_common::{
     endpoint::MAX_ENDPOINTS,
     map_names,
     node::{DataplaneConfig, NodeInfo, NodeSubnet, MAX_NODES},
+    peer::{PeerCounters, MAX_PEERS},
     Counter, Endpoint, STAT_SLOTS,
 };
 
@@ -37,19 +38,20 @@ const fn size<T>() -> u32 {
 }
 
 /// Every pinned map and the layout this build expects.
-pub const EXPECTED: [(&str, Layout); 5] = [
+pub const EXPECTED: [(&str, Layout); 6] = [
     (map_names::ENDPOINTS, Layout { key_size: 4, value_size: size::<Endpoint>(), max_entries: MAX_ENDPOINTS }),
     // LPM trie keys: a 4-byte prefix length, then the address.
     (map_names::NODE_SUBNETS, Layout { key_size: 8, value_size: size::<NodeSubnet>(), max_entries: MAX_NODES }),
     (map_names::NODES, Layout { key_size: 4, value_size: size::<NodeInfo>(), max_entries: MAX_NODES }),
     (map_names::CONFIG, Layout { key_size: 4, value_size: size::<DataplaneConfig>(), max_entries: 1 }),
     (map_names::STATS, Layout { key_size: 4, value_size: size::<Counter>(), max_entries: STAT_SLOTS }),
+    (map_names::PEER_STATS, Layout { key_size: 4, value_size: size::<PeerCounters>(), max_entries: MAX_PEERS }),
 ];
 
 pub fn decide(name: &str, found: Layout, want: Layout) -> Adopt {
     if found == want {
         Adopt::Keep
-    } else if name == map_names::STATS {
+    } else if name == map_names::STATS || name == map_names::PEER_STATS {
         Adopt::Replace
     } else {
         Adopt::Refuse
@@ -98,5 +100,7 @@ mod tests {
         assert_eq!(decide(map_names::ENDPOINTS, endpoints, endpoints), Adopt::Keep);
         let smaller = Layout { max_entries: 1024, ..endpoints };
         assert_eq!(decide(map_names::ENDPOINTS, smaller, endpoints), Adopt::Refuse);
+        let (_, peers) = EXPECTED[5];
+        assert_eq!(decide(map_names::PEER_STATS, Layout { value_size: 16, ..peers }, peers), Adopt::Replace);
     }
 }

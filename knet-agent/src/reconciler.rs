@@ -21,6 +21,7 @@ use crate::{
     dataplane::NodeMaps,
     host::{self, Link, Netlink},
     masquerade,
+    metrics::Metrics,
     reconcile::{self, Entries, KernelState, Local, Lookups, NextHops, Op},
     sources::{Published, SourceKind},
 };
@@ -184,6 +185,7 @@ pub struct Reconciler {
     next_hops: NextHops,
     view: ClusterView,
     tx: watch::Sender<ClusterView>,
+    metrics: Metrics,
 }
 
 impl Reconciler {
@@ -194,6 +196,7 @@ impl Reconciler {
         agent: Arc<Mutex<Agent>>,
         local: Local,
         kind: SourceKind,
+        metrics: Metrics,
     ) -> Result<(Self, watch::Receiver<ClusterView>)> {
         let netlink = Netlink::connect()?;
         let entries = Entries {
@@ -212,7 +215,8 @@ impl Reconciler {
             source: SourceStatus::new(kind),
         };
         let (tx, rx) = watch::channel(view.clone());
-        Ok((Reconciler { maps, netlink, agent, local, kernel, next_hops: NextHops::default(), view, tx }, rx))
+        let next_hops = NextHops::default();
+        Ok((Reconciler { maps, netlink, agent, local, kernel, next_hops, view, tx, metrics }, rx))
     }
 
     /// Runs until the source's channel closes and no retry is pending.
@@ -285,7 +289,9 @@ impl Reconciler {
         self.view.source.applying = true;
         self.tx.send_replace(self.view.clone());
         let before = self.view.nodes.clone();
+        let started = Instant::now();
         let result = self.resolve_and_apply(nodes).await;
+        self.metrics.reconcile_took(started.elapsed(), result.is_ok());
         if result.is_ok() {
             log_changes(&before, nodes, cause);
         }
@@ -315,6 +321,13 @@ impl Reconciler {
         }
         let mut kernel = Kernel { maps: &mut self.maps, netlink: &self.netlink, agent: &self.agent };
         reconcile::apply(&mut kernel, &mut self.kernel, &ops).await?;
+        // Peers that left take their tunnel counters with them; the first
+        // reconcile also sweeps what an earlier agent left behind.
+        if self.view.source.generation == 0 || ops.iter().any(|op| matches!(op, Op::RemoveTunnelSource(_))) {
+            if let Err(e) = self.maps.retain_peer_counters(&self.kernel.entries.tunnel_sources) {
+                tracing::warn!(error = format!("{e:#}"), "cannot remove the counters of departed peers");
+            }
+        }
 
         self.next_hops = resolved.next_hops;
         if let Some(me) = &resolved.local {

@@ -9,6 +9,7 @@ pub mod csum;
 pub mod endpoint;
 pub mod icmp;
 pub mod node;
+pub mod peer;
 pub mod stats;
 
 pub use endpoint::{ipv4_key, Endpoint};
@@ -22,6 +23,7 @@ pub mod map_names {
     pub const NODE_SUBNETS: &str = "NODE_SUBNETS";
     pub const NODES: &str = "NODES";
     pub const CONFIG: &str = "CONFIG";
+    pub const PEER_STATS: &str = "PEER_STATS";
     /// Per-CPU ICMP error rate limit state; not pinned (a restart resets it).
     pub const ICMP_RATE: &str = "ICMP_RATE";
 }

@@ -74,7 +74,7 @@ fn from_tunnel(ctx: &TcContext, cfg: &DataplaneConfig, outer: &Ipv4) -> Verdict 
     if let Some(answered) = router::expired_in_tunnel(ctx, cfg, outer, &inner) {
         return answered;
     }
-    if let Err(reason) = tunnel::decap(ctx) {
+    if let Err(reason) = tunnel::decap(ctx, outer.src()) {
         return Verdict::Drop(reason);
     }
     to_local_pod(ctx, cfg, &inner, &receiver)

@@ -1,5 +1,7 @@
 //! VXLAN done by the programs themselves (measured faster here than a
-//! VXLAN device): the bytes of encapsulation and decapsulation.
+//! VXLAN device): the bytes of encapsulation and decapsulation, and the
+//! per-peer counters of both (`PEER_STATS`), so every tunnel packet is
+//! counted where it enters or leaves the tunnel.
 
 use aya_ebpf::{
     bindings::{
@@ -17,7 +19,11 @@ use network_types::{eth::EthHdr, ip::IpProto, udp::UdpHdr, vxlan::VxlanHdr};
 
 use crate::{
     headers::{self, ETH_LEN, IPV4_LEN},
-    raw::{helpers, packet},
+    raw::{
+        helpers,
+        maps::{self, PeerDirection},
+        packet,
+    },
 };
 
 /// Everything VXLAN puts between the outer Ethernet header and the inner
@@ -64,7 +70,9 @@ pub(crate) fn encap(ctx: &TcContext, cfg: &DataplaneConfig, remote: u32) -> Resu
     let ip = headers::new_ipv4(cfg.node_ip, remote, IpProto::Udp, ip_len, helpers::random_u32() as u16, true, 0);
     let (udp, vxlan) = udp_and_vxlan(cfg, hash, ip_len);
     let encap = VxlanEncap { ip, udp, vxlan, inner_eth };
-    packet::store(ctx, ETH_LEN, encap).map_err(|()| Stat::DropResizeFailed)
+    packet::store(ctx, ETH_LEN, encap).map_err(|()| Stat::DropResizeFailed)?;
+    maps::count_peer(remote, PeerDirection::Tx, packet::len(ctx));
+    Ok(())
 }
 
 /// The UDP and VXLAN headers of a tunnel packet whose outer IPv4 packet is
@@ -99,13 +107,18 @@ fn tcp_segment_len(ctx: &TcContext, gso_size: u32) -> Option<u32> {
     Some(gso_size + IPV4_LEN as u32 + u32::from(data_offset >> 4) * 4)
 }
 
-/// Removes the outer IPv4, UDP, VXLAN and inner Ethernet headers, leaving
-/// the outer Ethernet header in front of the inner IPv4 packet.
+/// Removes the outer IPv4, UDP, VXLAN and inner Ethernet headers of a
+/// packet from the node at `peer`, leaving the outer Ethernet header in
+/// front of the inner IPv4 packet. The peer's counter takes the frame as
+/// it arrived.
 #[inline(always)]
-pub(crate) fn decap(ctx: &TcContext) -> Result<(), Stat> {
+pub(crate) fn decap(ctx: &TcContext, peer: u32) -> Result<(), Stat> {
+    let wire_len = packet::len(ctx);
     // FIXED_GSO: the inner segments keep their size; without it the kernel
     // would grow gso_size by the overhead removed.
     let flags = BPF_F_ADJ_ROOM_DECAP_L3_IPV4 | BPF_F_ADJ_ROOM_FIXED_GSO;
     packet::adjust_room(ctx, -(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, u64::from(flags))
-        .map_err(|()| Stat::DropResizeFailed)
+        .map_err(|()| Stat::DropResizeFailed)?;
+    maps::count_peer(peer, PeerDirection::Rx, wire_len);
+    Ok(())
 }

@@ -379,6 +379,17 @@ impl Agent {
         Ok(status)
     }
 
+    /// `GET path` over TCP at `address` inside the agent's namespace (its
+    /// metrics listener); the status code and the body as text.
+    pub fn get_tcp(&self, address: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+        let timeout = Duration::from_secs(10);
+        let stream = crate::netns::run_in(&self.netns, || std::net::TcpStream::connect_timeout(&address, timeout))?
+            .with_context(|| format!("cannot connect to {address} in {}", self.netns))?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        exchange(stream, format!("GET {path} HTTP/1.1\r\nHost: knet\r\nConnection: close\r\n\r\n").as_bytes())
+    }
+
     /// Stops the agent with SIGTERM; its exit status.
     pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
         let Some(mut child) = self.child.take() else { bail!("already stopped") };
@@ -426,10 +437,15 @@ pub fn request(socket: &Path, method: &str, path: &str, body: Option<&str>) -> R
 
 /// Sends raw bytes to an agent's socket; the status code and the body.
 pub fn raw(socket: &Path, bytes: &[u8]) -> Result<(u16, String)> {
-    let mut stream = UnixStream::connect(socket)?;
-
+    let stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    exchange(stream, bytes)
+}
+
+/// Writes one request, reads the answer until the agent closes; its status
+/// code and body.
+fn exchange(mut stream: impl Read + Write, bytes: &[u8]) -> Result<(u16, String)> {
     stream.write_all(bytes)?;
     let mut text = String::new();
     stream.read_to_string(&mut text)?;

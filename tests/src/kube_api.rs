@@ -68,6 +68,8 @@ struct Shared {
     state: Mutex<State>,
     news: Condvar,
     stop: AtomicBool,
+    /// Connections are reset and open watches end (`set_reachable`).
+    unreachable: AtomicBool,
     token: String,
     /// HTTPS, as in-cluster clients require.
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -135,6 +137,7 @@ impl KubeApi {
             state: Mutex::new(State { revision: 1, ..State::default() }),
             news: Condvar::new(),
             stop: AtomicBool::new(false),
+            unreachable: AtomicBool::new(false),
             token: unique_name("token"),
             tls,
         });
@@ -279,6 +282,15 @@ impl KubeApi {
                 st.events.push((rv, "DELETED", node));
             }
         });
+    }
+
+    /// `false`: the server ends the watches open now and resets every new
+    /// connection, as a client sees an API server that is gone (a 503
+    /// would not do: kube's client retries those for minutes before its
+    /// caller sees an error); `true`: it serves again, its state as it was.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.shared.unreachable.store(!reachable, Ordering::Relaxed);
+        self.shared.news.notify_all();
     }
 
     /// Compacts the history, as etcd does: every open watch ends with a
@@ -449,6 +461,11 @@ trait Conn: Read + Write {}
 impl<T: Read + Write> Conn for T {}
 
 fn accept(s: &Shared, tcp: TcpStream) -> Result<()> {
+    if s.unreachable.load(Ordering::Relaxed) {
+        // Linger 0: the close is a reset, not an orderly end.
+        let reset = libc::linger { l_onoff: 1, l_linger: 0 };
+        return Ok(nix::sys::socket::setsockopt(&tcp, nix::sys::socket::sockopt::Linger, &reset)?);
+    }
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
     // Watch events go out as they happen, not when Nagle lets them.
     tcp.set_nodelay(true)?;
@@ -522,7 +539,7 @@ fn watch(s: &Shared, stream: &mut dyn Conn, req: &Request) -> Result<()> {
     let mut seen = from;
     let mut last_bookmark = Instant::now();
     let mut sent_initial_bookmark = false;
-    while Instant::now() < deadline && !s.stop.load(Ordering::Relaxed) {
+    while Instant::now() < deadline && !s.stop.load(Ordering::Relaxed) && !s.unreachable.load(Ordering::Relaxed) {
         let (news, rv, ended) = {
             let st = s.state.lock().unwrap();
             let st = if st.events.iter().all(|(r, _, _)| *r <= seen) && st.epoch == epoch {

@@ -75,16 +75,7 @@ impl Netns {
     /// after the thread ends; files it opens under /sys do not follow (sysfs
     /// is the caller's mount), so read those with `read`.
     pub fn run_in<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T> {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let ns = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
-                setns(&ns, CloneFlags::CLONE_NEWNET).with_context(|| format!("cannot enter {path}"))?;
-                Ok(work())
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+        run_in(&self.name, work)
     }
 
     /// Turns IPv6 back on (`new` turns it off) for the namespace and `link`,
@@ -143,6 +134,21 @@ pub fn snmp_field(snmp: &str, proto: &str, field: &str) -> Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no {proto} {field} in /proc/net/snmp"))?;
     let value = values.split_whitespace().nth(idx).ok_or_else(|| anyhow::anyhow!("short {proto} line"))?;
     Ok(value.parse()?)
+}
+
+/// `Netns::run_in` for a namespace known by name (one a test did not make,
+/// or whose `Netns` another value owns).
+pub fn run_in<T: Send>(name: &str, work: impl FnOnce() -> T + Send) -> Result<T> {
+    let path = format!("/run/netns/{name}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let ns = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+            setns(&ns, CloneFlags::CLONE_NEWNET).with_context(|| format!("cannot enter {path}"))?;
+            Ok(work())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 #[cfg(test)]

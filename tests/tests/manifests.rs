@@ -284,6 +284,22 @@ fn the_probes_are_the_agents_probe_subcommand_on_the_configured_socket() {
 }
 
 #[test]
+fn prometheus_scrapes_the_port_the_agent_serves_its_metrics_on() {
+    let d = deploy();
+    let address: std::net::SocketAddr = setting(&d, "metrics_address").parse().expect("metrics_address");
+    let agent = agent(&d);
+    let port = agent.ports.iter().flatten().find(|p| p.name.as_deref() == Some("metrics")).expect("a metrics port");
+    assert_eq!(port.container_port, i32::from(address.port()));
+    let template = d.daemon_set.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+    let annotations = template.annotations.as_ref().expect("scrape annotations");
+    assert_eq!(annotations.get("prometheus.io/scrape").map(String::as_str), Some("true"));
+    assert_eq!(annotations.get("prometheus.io/port"), Some(&address.port().to_string()));
+    assert_eq!(annotations.get("prometheus.io/path").map(String::as_str), Some("/metrics"));
+    // The scraper comes from another host: not loopback.
+    assert!(!address.ip().is_loopback(), "metrics_address {address} is out of a scraper's reach");
+}
+
+#[test]
 fn every_host_path_the_agent_uses_is_mounted_where_the_host_has_it() {
     let d = deploy();
     let agent = agent(&d);

@@ -41,6 +41,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("protoc", "protobuf-compiler"),
     ("gcc", "gcc"),
     ("/usr/include/stdio.h", "libc6-dev"),
+    // `promtool check metrics` judges the agent's real /metrics output
+    // (tests/tests/metrics.rs); installing the package starts no server.
+    ("promtool", "prometheus"),
 ];
 
 /// What the fuzz targets' build needs beyond Rust: libfuzzer-sys compiles

@@ -13,11 +13,13 @@ use hyper::{body::Bytes, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::ErrorBody;
+use super::{ErrorBody, CNI_COMMAND_HEADER};
 
 pub struct Client<'a> {
     socket: &'a Path,
     timeout: Duration,
+    /// Sent as `CNI_COMMAND_HEADER` when the CNI plugin calls.
+    cni_command: Option<&'static str>,
 }
 
 /// Why a call did not return the expected answer.
@@ -49,7 +51,12 @@ impl CallError {
 
 impl<'a> Client<'a> {
     pub fn new(socket: &'a Path) -> Self {
-        Client { socket, timeout: Duration::from_secs(10) }
+        Client { socket, timeout: Duration::from_secs(10), cni_command: None }
+    }
+
+    /// A client of the CNI plugin running `command` (`ADD`, `DEL`, ...).
+    pub fn with_cni_command(self, command: &'static str) -> Self {
+        Client { cni_command: Some(command), ..self }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
@@ -112,13 +119,15 @@ impl<'a> Client<'a> {
             Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| protocol(e.into()))?),
             None => Bytes::new(),
         };
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "knet-agent")
-            .header("content-type", "application/json")
-            .body(Full::new(payload))
-            .map_err(|e| protocol(e.into()))?;
+            .header("content-type", "application/json");
+        if let Some(command) = self.cni_command {
+            req = req.header(CNI_COMMAND_HEADER, command);
+        }
+        let req = req.body(Full::new(payload)).map_err(|e| protocol(e.into()))?;
         let resp = sender.send_request(req).await.map_err(|e| protocol(e.into()))?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await.map_err(|e| protocol(e.into()))?.to_bytes();

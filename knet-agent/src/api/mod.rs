@@ -31,7 +31,15 @@
 pub mod client;
 mod server;
 
-pub use server::{serve, Shared, HEADER_TIMEOUT, MAX_BODY, MAX_CONNECTIONS, REQUEST_TIMEOUT};
+pub(crate) use server::probes;
+pub use server::{serve, Shared};
+
+pub use crate::serving::{HEADER_TIMEOUT, MAX_BODY, MAX_CONNECTIONS, REQUEST_TIMEOUT};
+
+/// The CNI plugin names the CNI command it is running (`ADD`, `DEL`,
+/// `CHECK`) in this header on each of its calls, so the agent can count
+/// them (`knet_cni_requests_total`); other clients leave it out.
+pub const CNI_COMMAND_HEADER: &str = "x-knet-cni-command";
 
 use serde::{Deserialize, Serialize};
 

@@ -5,48 +5,59 @@ use std::{
     os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::Path,
     sync::Arc,
-    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
 use axum::{
-    extract::{rejection::JsonRejection, DefaultBodyLimit, Path as UrlPath, State},
+    extract::{rejection::JsonRejection, Path as UrlPath, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{delete, get},
     Json, Router,
 };
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    service::TowerToHyperService,
-};
 use tokio::{
-    io::AsyncWriteExt,
     net::{UnixListener, UnixStream},
-    sync::{watch, Mutex, OwnedSemaphorePermit, Semaphore},
+    sync::{watch, Mutex},
 };
 
-use super::{ErrorBody, LinkPrograms, NodeView, ProgramId, StatEntry};
+use super::{LinkPrograms, NodeView, ProgramId, StatEntry, CNI_COMMAND_HEADER};
 use crate::{
     agent::{Agent, AgentError},
     dataplane::Dataplane,
     endpoints::{AddEndpoint, EndpointError},
+    metrics::{cni_command_label, Metrics},
     reconciler::ClusterView,
+    serving,
 };
 
 /// What the handlers share: the endpoint side behind a lock held only for
-/// one endpoint operation, and the reconciler's view, read without one.
+/// one endpoint operation, the reconciler's view, read without one, and
+/// the metrics the API's requests move.
 #[derive(Clone)]
 pub struct Shared {
     pub agent: Arc<Mutex<Agent>>,
     pub cluster: watch::Receiver<ClusterView>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    /// Ready: the first full reconcile done, the source in step (the
+    /// reconciler's view says why not), and this node's endpoints served
+    /// (its pod CIDR known). `/readyz` of both listeners answers this.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.cluster.borrow().ready()?;
+        if self.agent.lock().await.pod_cidr().is_none() {
+            return Err("the endpoints are not served yet".into());
+        }
+        Ok(())
+    }
 }
 
 struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+        serving::error(self.0, self.1)
     }
 }
 
@@ -74,10 +85,14 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+/// `/healthz` (liveness: the agent answers) and `/readyz`, served on the
+/// API socket and on the metrics address alike.
+pub(crate) fn probes() -> Router<Shared> {
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz))
+}
+
 fn router(shared: Shared) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+    probes()
         .route("/v1/endpoints", get(list_endpoints).post(add_endpoint))
         .route("/v1/endpoints/{ip}", delete(delete_endpoint))
         .route("/v1/datapath", get(datapath))
@@ -156,13 +171,11 @@ async fn status(State(shared): State<Shared>) -> impl IntoResponse {
 
 /// 200 once the first full reconcile is done, the source is in step and
 /// the endpoints are served; 503 with the reason otherwise.
-async fn readyz(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiError> {
-    let view = shared.cluster.borrow().clone();
-    view.ready().map_err(|why| ApiError(StatusCode::SERVICE_UNAVAILABLE, why))?;
-    if shared.agent.lock().await.pod_cidr().is_none() {
-        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the endpoints are not served yet".into()));
+async fn readyz(State(shared): State<Shared>) -> Response {
+    match shared.ready().await {
+        Ok(()) => "ok".into_response(),
+        Err(why) => serving::error(StatusCode::SERVICE_UNAVAILABLE, why),
     }
-    Ok("ok")
 }
 
 async fn stats(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiError> {
@@ -170,18 +183,6 @@ async fn stats(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiErr
     let body: Vec<StatEntry> = stats.into_iter().map(StatEntry::from).collect();
     Ok(Json(body))
 }
-
-/// At most this many connections are served at once; more are answered
-/// 503 at once (the plugin retries), so a flood never queues the plugin
-/// behind it nor grows the agent's memory.
-pub const MAX_CONNECTIONS: usize = 256;
-/// A client has this long to send a request's headers, and a request this
-/// long to be read and answered: an idle or trickling client cannot hold a
-/// connection.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Request bodies are small JSON objects; larger is 413.
-pub const MAX_BODY: usize = 64 * 1024;
 
 /// Binds the socket (mode 0600) and serves until `shutdown` resolves.
 pub async fn serve(
@@ -191,72 +192,25 @@ pub async fn serve(
 ) -> Result<()> {
     let listener = bind(socket).await?;
     tracing::info!(socket = %socket.display(), "API listening");
-    let app = limited(router(shared));
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept an API connection");
-                    continue;
-                }
-            },
-        };
-        match slots.clone().try_acquire_owned() {
-            Ok(slot) => {
-                tokio::spawn(serve_connection(stream, app.clone(), slot));
-            }
-            Err(_) => {
-                tokio::spawn(refuse_busy(stream));
-            }
-        }
-    }
-    let _ = std::fs::remove_file(socket);
-    // Let requests in flight finish, bounded.
-    let _ = tokio::time::timeout(REQUEST_TIMEOUT, slots.acquire_many(MAX_CONNECTIONS as u32)).await;
+    let app = router(shared.clone()).layer(axum::middleware::from_fn_with_state(shared.metrics, count_cni_requests));
+    // Once stopped, new clients find no socket rather than a silent one.
+    serving::serve(listener, app, "api", shutdown, || drop(std::fs::remove_file(socket))).await;
     Ok(())
 }
 
-/// Body size and total request time limits around every route.
-fn limited(router: Router) -> Router {
-    router.layer(DefaultBodyLimit::max(MAX_BODY)).layer(axum::middleware::from_fn(
-        |req: axum::extract::Request, next: axum::middleware::Next| async move {
-            match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
-                Ok(response) => response,
-                Err(_) => {
-                    ApiError(StatusCode::REQUEST_TIMEOUT, format!("the request took longer than {REQUEST_TIMEOUT:?}"))
-                        .into_response()
-                }
-            }
-        },
-    ))
-}
-
-async fn serve_connection(stream: UnixStream, app: Router, _slot: OwnedSemaphorePermit) {
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-    if let Err(e) = served.await {
-        tracing::debug!(error = %e, "API connection ended with an error");
+/// Counts the requests the CNI plugin makes (it names its CNI command in
+/// `CNI_COMMAND_HEADER`) by command and the answer's status class.
+async fn count_cni_requests(
+    State(metrics): State<Metrics>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let command = req.headers().get(CNI_COMMAND_HEADER).map(|v| cni_command_label(v.as_bytes()));
+    let response = next.run(req).await;
+    if let Some(command) = command {
+        metrics.cni_request(command, response.status());
     }
-}
-
-/// Answers 503 without reading the request, then closes.
-async fn refuse_busy(mut stream: UnixStream) {
-    let body = serde_json::to_string(&ErrorBody {
-        error: format!("the agent is serving {MAX_CONNECTIONS} connections; try again"),
-    })
-    .unwrap_or_default();
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(HEADER_TIMEOUT, stream.write_all(response.as_bytes())).await;
+    response
 }
 
 /// Binds the socket where no one else can reach it before its mode is

@@ -15,7 +15,10 @@ use crate::{
     mac::MacAddr,
 };
 
-use super::spec::{code, CniError};
+use super::{
+    env::Command,
+    spec::{code, CniError},
+};
 
 /// How long the reachability probe before any side effect may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -67,34 +70,43 @@ async fn bounded<T, F: Future<Output = Result<T, CallError>>>(
     }
 }
 
-/// This node as the agent sees it (pod CIDR, mode, route MTU); ADD's
-/// probe that the agent answers at all, before any side effect.
-pub async fn node(socket: &Path) -> Result<NodeView, CniError> {
-    let client = Client::new(socket);
-    bounded(socket, PROBE_TIMEOUT, || client.get("/v1/node")).await
+/// The agent as one CNI command talks to it: every call names the command
+/// (`CNI_COMMAND_HEADER`), so the agent counts the plugin's requests by it.
+pub struct Agent<'a> {
+    socket: &'a Path,
+    client: Client<'a>,
 }
 
-/// The endpoints the agent holds.
-pub async fn endpoints(socket: &Path) -> Result<Vec<Endpoint>, CniError> {
-    let client = Client::new(socket);
-    bounded(socket, PROBE_TIMEOUT, || client.get("/v1/endpoints")).await
-}
+impl<'a> Agent<'a> {
+    pub fn new(socket: &'a Path, command: Command) -> Self {
+        Agent { socket, client: Client::new(socket).with_cni_command(command.name()) }
+    }
 
-pub async fn register(socket: &Path, ip: Ipv4Addr, host_veth: &str, pod_mac: MacAddr) -> Result<Endpoint, CniError> {
-    let client = Client::new(socket);
-    let req = AddEndpoint { ip: ip.to_string(), host_veth: host_veth.to_string(), pod_mac: pod_mac.to_string() };
-    bounded(socket, Duration::from_secs(15), || client.post("/v1/endpoints", &req)).await
-}
+    /// This node as the agent sees it (pod CIDR, mode, route MTU); ADD's
+    /// probe that the agent answers at all, before any side effect.
+    pub async fn node(&self) -> Result<NodeView, CniError> {
+        bounded(self.socket, PROBE_TIMEOUT, || self.client.get("/v1/node")).await
+    }
 
-/// Deletes the endpoint `ip`; one the agent does not know is fine.
-pub async fn unregister(socket: &Path, ip: Ipv4Addr) -> Result<(), CniError> {
-    let client = Client::new(socket);
-    let path = format!("/v1/endpoints/{ip}");
-    bounded(socket, Duration::from_secs(15), || async {
-        match client.delete::<Endpoint>(&path).await {
-            Err(CallError::Refused { status: StatusCode::NOT_FOUND, .. }) => Ok(()),
-            other => other.map(drop),
-        }
-    })
-    .await
+    /// The endpoints the agent holds.
+    pub async fn endpoints(&self) -> Result<Vec<Endpoint>, CniError> {
+        bounded(self.socket, PROBE_TIMEOUT, || self.client.get("/v1/endpoints")).await
+    }
+
+    pub async fn register(&self, ip: Ipv4Addr, host_veth: &str, pod_mac: MacAddr) -> Result<Endpoint, CniError> {
+        let req = AddEndpoint { ip: ip.to_string(), host_veth: host_veth.to_string(), pod_mac: pod_mac.to_string() };
+        bounded(self.socket, Duration::from_secs(15), || self.client.post("/v1/endpoints", &req)).await
+    }
+
+    /// Deletes the endpoint `ip`; one the agent does not know is fine.
+    pub async fn unregister(&self, ip: Ipv4Addr) -> Result<(), CniError> {
+        let path = format!("/v1/endpoints/{ip}");
+        bounded(self.socket, Duration::from_secs(15), || async {
+            match self.client.delete::<Endpoint>(&path).await {
+                Err(CallError::Refused { status: StatusCode::NOT_FOUND, .. }) => Ok(()),
+                other => other.map(drop),
+            }
+        })
+        .await
+    }
 }

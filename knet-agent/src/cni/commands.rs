@@ -2,7 +2,7 @@
 //! first side effect and undoes its own steps when a later one fails; DEL
 //! cleans what there is and is idempotent; CHECK reports every difference.
 
-use std::{net::Ipv4Addr, os::fd::AsFd, path::Path};
+use std::{net::Ipv4Addr, os::fd::AsFd};
 
 use super::{
     agent, check,
@@ -53,9 +53,9 @@ struct Done {
 }
 
 impl Done {
-    async fn undo(self, handle: &rtnetlink::Handle, socket: &Path, ipam: &Ipam) {
+    async fn undo(self, handle: &rtnetlink::Handle, agent: &agent::Agent<'_>, ipam: &Ipam) {
         if let Some(ip) = self.endpoint {
-            if let Err(e) = agent::unregister(socket, ip).await {
+            if let Err(e) = agent.unregister(ip).await {
                 eprintln!("knet: undoing ADD: {e}");
             }
         }
@@ -110,14 +110,15 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
     }
     // The one request before any side effect: the agent answers, and says
     // whether pod routes that leave the node need a smaller MTU.
-    let node_routes = NodeRoutes::of(&agent::node(&conf.agent_socket).await?);
+    let agent = agent::Agent::new(&conf.agent_socket, args.command);
+    let node_routes = NodeRoutes::of(&agent.node().await?);
 
     let mut done = Done::default();
     let veth_names = (host.as_str(), alias.as_str());
-    match add_steps(args, conf, &ns, &node, &ipam, node_routes, &mut done, veth_names).await {
+    match add_steps(args, conf, &ns, &node, &ipam, &agent, node_routes, &mut done, veth_names).await {
         Ok(result) => Ok(result),
         Err(e) => {
-            done.undo(&node, &conf.agent_socket, &ipam).await;
+            done.undo(&node, &agent, &ipam).await;
             Err(e)
         }
     }
@@ -130,6 +131,7 @@ async fn add_steps(
     ns: &std::fs::File,
     node: &rtnetlink::Handle,
     ipam: &Ipam,
+    agent: &agent::Agent<'_>,
     node_routes: Option<NodeRoutes>,
     done: &mut Done,
     (host, alias): (&str, &str),
@@ -156,7 +158,7 @@ async fn add_steps(
     // before it answers leaves one, and undoing a DELETE of an entry that
     // was never written is harmless (404 is fine).
     done.endpoint = Some(ip);
-    agent::register(&conf.agent_socket, ip, host, pod_mac).await?;
+    agent.register(ip, host, pod_mac).await?;
 
     let dns = if ipam_result.dns.is_empty() { conf.dns.clone() } else { ipam_result.dns.clone() };
     Ok(spec::add_result(spec::AddOutcome {
@@ -189,10 +191,11 @@ async fn del(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniErro
 
     // The agent's endpoints on this container's veth (found by name, so
     // DEL needs no prevResult).
-    match agent::endpoints(&conf.agent_socket).await {
+    let agent = agent::Agent::new(&conf.agent_socket, args.command);
+    match agent.endpoints().await {
         Ok(list) => {
             for ep in list.iter().filter(|ep| ep.host_veth == host) {
-                keep(agent::unregister(&conf.agent_socket, ep.ip).await);
+                keep(agent.unregister(ep.ip).await);
             }
         }
         Err(e) => keep(Err(e)),
@@ -249,7 +252,8 @@ async fn check(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniEr
     let ipam = Ipam::prepare(&conf.ipam_type, &args.path, &conf.cni_version, stdin).await?;
     ipam.exec("CHECK").await?;
     // The routes' MTUs as ADD would plan them now; never prevResult's.
-    let node_routes = NodeRoutes::of(&agent::node(&conf.agent_socket).await?);
+    let agent = agent::Agent::new(&conf.agent_socket, args.command);
+    let node_routes = NodeRoutes::of(&agent.node().await?);
 
     let host = names::host_veth(&args.container_id, &args.ifname);
     let node = wiring::connect()?;
@@ -259,7 +263,7 @@ async fn check(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<(), CniEr
         pod,
         host: wiring::link(&node, &host).await?,
         node_routes: wiring::main_table_routes(&node).await?,
-        endpoints: agent::endpoints(&conf.agent_socket).await?,
+        endpoints: agent.endpoints().await?,
     };
     let expected = check::Expected {
         ifname: args.ifname.clone(),

@@ -13,6 +13,20 @@ pub enum Command {
     Version,
 }
 
+impl Command {
+    const ALL: [Command; 4] = [Command::Add, Command::Del, Command::Check, Command::Version];
+
+    /// As `CNI_COMMAND` spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Version => "VERSION",
+        }
+    }
+}
+
 /// The variables an operation runs with. `netns` is optional only for DEL
 /// (the sandbox may be gone); everything else is required by ADD, CHECK
 /// and DEL alike.
@@ -31,14 +45,11 @@ fn env_error(msg: impl Into<String>) -> CniError {
 
 /// Reads `CNI_COMMAND` alone (VERSION needs nothing else).
 pub fn command(get: &impl Fn(&str) -> Option<String>) -> Result<Command, CniError> {
-    match get("CNI_COMMAND").as_deref() {
-        Some("ADD") => Ok(Command::Add),
-        Some("DEL") => Ok(Command::Del),
-        Some("CHECK") => Ok(Command::Check),
-        Some("VERSION") => Ok(Command::Version),
-        Some(other) => Err(env_error(format!("unknown CNI_COMMAND {other:?} (knet knows ADD, DEL, CHECK, VERSION)"))),
-        None => Err(env_error("CNI_COMMAND is not set")),
-    }
+    let value = get("CNI_COMMAND").ok_or_else(|| env_error("CNI_COMMAND is not set"))?;
+    Command::ALL
+        .into_iter()
+        .find(|c| c.name() == value)
+        .ok_or_else(|| env_error(format!("unknown CNI_COMMAND {value:?} (knet knows ADD, DEL, CHECK, VERSION)")))
 }
 
 /// Reads and checks the variables of ADD, DEL or CHECK.

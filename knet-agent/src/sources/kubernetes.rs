@@ -5,7 +5,7 @@
 //! address from its `InternalIP`. A relist replaces the set only once it is
 //! complete, so routes of nodes that still exist are never withdrawn.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::{
     api::{Patch, PatchParams},
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::{watcher, WatchStreamExt},
+    runtime::watcher,
     Api, Client, ResourceExt,
 };
 
@@ -124,18 +124,51 @@ impl NodeStore {
     }
 }
 
+/// After a watch error the watcher starts again this long later, doubling
+/// to the cap, and from the start once it has listed in full again.
+const RESTART_FIRST: Duration = Duration::from_millis(800);
+const RESTART_CAP: Duration = Duration::from_secs(30);
+
 /// Watches `Node` objects until no one listens, publishing the full set
-/// after every batch of events.
+/// after every batch of events. After an error the watch starts over with
+/// a list: kube's watcher would resume the watch instead, and a resumed
+/// watch with nothing new to say never tells the source it is in step
+/// again (the agent would stay not ready until some node changed).
 pub async fn watch(client: Client, me: String, publisher: Publisher) {
     let api: Api<Node> = Api::all(client);
-    let events = watcher(api, watcher::Config::default()).default_backoff().ready_chunks(BATCH);
-    futures::pin_mut!(events);
     let mut store = NodeStore::default();
+    let mut pause = RESTART_FIRST;
+    loop {
+        match follow(&api, &me, &publisher, &mut store).await {
+            Followed::Closed => return,
+            Followed::Failed { listed } => {
+                if listed {
+                    pause = RESTART_FIRST;
+                }
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RESTART_CAP);
+    }
+}
+
+enum Followed {
+    /// The agent stopped listening.
+    Closed,
+    /// The watch failed; `listed`: after a full list.
+    Failed { listed: bool },
+}
+
+/// One watcher, from its list until its first error.
+async fn follow(api: &Api<Node>, me: &str, publisher: &Publisher, store: &mut NodeStore) -> Followed {
+    let events = watcher(api.clone(), watcher::Config::default()).ready_chunks(BATCH);
+    futures::pin_mut!(events);
     // A relist fills this; it replaces `store` only once complete.
     let mut relisting: Option<NodeStore> = None;
+    let mut listed = false;
     while let Some(batch) = events.next().await {
         if publisher.is_closed() {
-            return;
+            return Followed::Closed;
         }
         let mut causes = Causes::default();
         let mut error = None;
@@ -144,8 +177,9 @@ pub async fn watch(client: Client, me: String, publisher: Publisher) {
                 Ok(watcher::Event::Init) => relisting = Some(NodeStore::default()),
                 Ok(watcher::Event::InitApply(node)) => relisting.get_or_insert_with(NodeStore::default).apply(&node),
                 Ok(watcher::Event::InitDone) => {
-                    store = relisting.take().unwrap_or_default();
+                    *store = relisting.take().unwrap_or_default();
                     causes.push("Kubernetes Node list".into());
+                    listed = true;
                 }
                 Ok(watcher::Event::Apply(node)) => {
                     store.apply(&node);
@@ -155,26 +189,26 @@ pub async fn watch(client: Client, me: String, publisher: Publisher) {
                     store.delete(&node);
                     causes.push(format!("Kubernetes Node {} deleted", node.name_any()));
                 }
-                Err(e) => error = Some(format!("watching Nodes failed (retrying with backoff): {e}")),
+                Err(e) => error = Some(format!("watching Nodes failed (listing again with backoff): {e}")),
             }
         }
-        let changed = !causes.0.is_empty();
+        // Whatever came before the error in this batch is taken first.
+        if !causes.0.is_empty() {
+            match store.desired(me) {
+                Ok(set) => publisher.nodes(set, causes.summary()),
+                Err(e) => {
+                    tracing::error!(error = %e, "Kubernetes nodes not taken; keeping the running state");
+                    publisher.failed(e);
+                }
+            }
+        }
         if let Some(e) = error {
             tracing::warn!(error = %e, "Kubernetes watch");
             publisher.failed(e);
-            continue;
-        }
-        if !changed {
-            continue;
-        }
-        match store.desired(&me) {
-            Ok(set) => publisher.nodes(set, causes.summary()),
-            Err(e) => {
-                tracing::error!(error = %e, "Kubernetes nodes not taken; keeping the running state");
-                publisher.failed(e);
-            }
+            return Followed::Failed { listed };
         }
     }
+    Followed::Failed { listed }
 }
 
 /// The events of one batch, for the log: each named when there are a few.

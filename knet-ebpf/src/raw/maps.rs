@@ -5,12 +5,13 @@
 use crate::icmp::TunnelledError;
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
 };
 use knet_common::{
     endpoint::MAX_ENDPOINTS,
     icmp::icmp_allowed,
     node::{DataplaneConfig, NodeInfo, NodeSubnet, LPM_FLAGS, MAX_NODES, MODE_LOCAL_ONLY},
+    peer::{PeerCounters, MAX_PEERS, PEER_STATS_FLAGS},
     Counter, Endpoint, Stat, STAT_SLOTS,
 };
 
@@ -34,6 +35,11 @@ static CONFIG: Array<DataplaneConfig> = Array::pinned(1, 0);
 /// Per-CPU packet and byte counters, indexed by `knet_common::Stat`.
 #[map(name = "STATS")]
 static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STAT_SLOTS, 0);
+
+/// Per-CPU tunnel counters per peer node (underlay address, wire order);
+/// the agent removes a peer's entry when the peer leaves.
+#[map(name = "PEER_STATS")]
+static PEER_STATS: PerCpuHashMap<u32, PeerCounters> = PerCpuHashMap::pinned(MAX_PEERS, PEER_STATS_FLAGS);
 
 /// Per-CPU state of the ICMP error rate limit (see `icmp_allowed`).
 #[map(name = "ICMP_RATE")]
@@ -94,6 +100,49 @@ pub(crate) fn count(stat: Stat, bytes: u32) {
             (*counter).packets += 1;
             (*counter).bytes += u64::from(bytes);
         }
+    }
+}
+
+/// Which way a tunnel packet went, for `count_peer`.
+#[derive(Clone, Copy)]
+pub(crate) enum PeerDirection {
+    Tx,
+    Rx,
+}
+
+/// Counts one tunnel packet of `bytes` to or from the peer at `peer`.
+#[inline(always)]
+pub(crate) fn count_peer(peer: u32, direction: PeerDirection, bytes: u32) {
+    let add = |c: &mut PeerCounters| {
+        let counter = match direction {
+            PeerDirection::Tx => &mut c.tx,
+            PeerDirection::Rx => &mut c.rx,
+        };
+        counter.packets += 1;
+        counter.bytes += u64::from(bytes);
+    };
+    let add_existing = || match PEER_STATS.get_ptr_mut(peer) {
+        Some(counters) => {
+            // SAFETY: a per-CPU value from a successful lookup; only this
+            // CPU writes it, and programs are not preempted mid-run. The map
+            // is not preallocated, so a removed entry is freed only after an
+            // RCU grace period that this run holds off: the memory is not
+            // reused under us.
+            add(unsafe { &mut *counters });
+            true
+        }
+        None => false,
+    };
+    if add_existing() {
+        return;
+    }
+    // The peer's first packet on any CPU: the kernel sets this CPU's value
+    // and zeroes the others'. BPF_NOEXIST, so an entry another CPU created
+    // meanwhile is counted into, never reset.
+    let mut first = PeerCounters::default();
+    add(&mut first);
+    if PEER_STATS.insert(peer, first, u64::from(aya_ebpf::bindings::BPF_NOEXIST)).is_err() {
+        add_existing();
     }
 }
 
