@@ -325,6 +325,16 @@ impl PinnedMaps {
         self.node_maps.peer_counters()
     }
 
+    /// Every entry of `ENDPOINTS`.
+    pub fn endpoints(&self) -> Result<Vec<(Ipv4Addr, MapEndpoint)>> {
+        endpoint_entries(&self.endpoints)
+    }
+
+    /// `NODE_SUBNETS`, `NODES` and `CONFIG`, read-only.
+    pub fn node_maps(&self) -> &NodeMaps {
+        &self.node_maps
+    }
+
     /// How many entries each pinned map holds now (an array holds all its
     /// slots), in `pinned_maps::EXPECTED`'s order.
     pub fn entries(&self) -> Result<Vec<(&'static str, u32)>> {

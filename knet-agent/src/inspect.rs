@@ -7,15 +7,14 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use anyhow::{Context, Result};
-use aya::maps::{HashMap as BpfHashMap, PerCpuArray};
 use ipnet::Ipv4Net;
-use knet_common::{map_names, Endpoint as MapEndpoint};
+use knet_common::map_names;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     api::StatEntry,
     config::Mode,
-    dataplane::{self, NodeMaps},
+    dataplane::{self, PinnedMaps},
     endpoints::Endpoint,
     host::Netlink,
     mac::MacAddr,
@@ -61,7 +60,20 @@ pub struct PinnedState {
     pub subnets: Vec<PinnedSubnet>,
     pub tunnel_sources: Vec<Ipv4Addr>,
     pub stats: Vec<StatEntry>,
+    /// Tunnel traffic per peer node (`PEER_STATS`).
+    pub peers: Vec<PeerTraffic>,
     pub links: Vec<PinnedLinkView>,
+}
+
+/// The tunnel's packets and bytes to and from one peer node, summed over
+/// CPUs: what has crossed to it since its entry appeared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerTraffic {
+    pub node_ip: Ipv4Addr,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
 }
 
 impl PinnedState {
@@ -73,10 +85,9 @@ impl PinnedState {
             "no knet maps are pinned in {} (has an agent ever run with this bpf_pin_dir?)",
             pin_dir.display()
         );
-        let endpoints_map: BpfHashMap<_, u32, MapEndpoint> =
-            BpfHashMap::try_from(dataplane::open_pinned_map(pin_dir, map_names::ENDPOINTS)?)?;
+        let maps = PinnedMaps::open(pin_dir)?;
         let mut endpoints = Vec::new();
-        for (ip, e) in dataplane::endpoint_entries(&endpoints_map)? {
+        for (ip, e) in maps.endpoints()? {
             endpoints.push(PinnedEndpoint {
                 ip,
                 host_ifindex: e.host_ifindex,
@@ -86,10 +97,20 @@ impl PinnedState {
             });
         }
         endpoints.sort_by_key(|e| e.ip);
-        let stats_map: PerCpuArray<_, knet_common::Counter> =
-            PerCpuArray::try_from(dataplane::open_pinned_map(pin_dir, map_names::STATS)?)?;
-        let stats = dataplane::summed_stats(&stats_map)?.into_iter().map(StatEntry::from).collect();
-        let node_maps = NodeMaps::open_pinned(pin_dir)?;
+        let stats = maps.stats()?.into_iter().map(StatEntry::from).collect();
+        let mut peers: Vec<PeerTraffic> = maps
+            .peer_counters()?
+            .into_iter()
+            .map(|(node_ip, c)| PeerTraffic {
+                node_ip,
+                tx_packets: c.tx.packets,
+                tx_bytes: c.tx.bytes,
+                rx_packets: c.rx.packets,
+                rx_bytes: c.rx.bytes,
+            })
+            .collect();
+        peers.sort_by_key(|p| p.node_ip);
+        let node_maps = maps.node_maps();
         let config = node_maps.config()?;
         let mut subnets: Vec<PinnedSubnet> = node_maps
             .subnets()?
@@ -121,6 +142,7 @@ impl PinnedState {
             subnets,
             tunnel_sources,
             stats,
+            peers,
             links,
         })
     }

@@ -17,7 +17,7 @@ use crate::{
     dataplane::Dataplane,
     endpoints::Endpoint,
     host::Netlink,
-    inspect::{self, AgentReport, PinnedState},
+    inspect::{self, AgentReport, PeerTraffic, PinnedState},
     reconciler::{ClusterView, SourceStatus},
 };
 
@@ -55,12 +55,32 @@ pub struct StatusReport {
     pub route_mtu: Option<u32>,
     /// From the agent only.
     pub source: Option<SourceStatus>,
-    /// The other nodes: name (`?` from the pins), address, pod subnet.
-    pub peers: Vec<NodeSpec>,
+    /// The other nodes: name (`?` from the pins), address, pod subnet,
+    /// and the tunnel traffic counted to and from each.
+    pub peers: Vec<Peer>,
     pub endpoints: Vec<Endpoint>,
     pub attach_points: Vec<AttachPoint>,
     /// Counters that are not zero.
     pub counters: Vec<StatEntry>,
+}
+
+/// A peer node and its traffic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Peer {
+    #[serde(flatten)]
+    pub node: NodeSpec,
+    /// `None`: no packet has crossed the tunnel to or from it (or native
+    /// mode, which counts no tunnel).
+    pub traffic: Option<PeerTraffic>,
+}
+
+fn with_traffic(nodes: impl Iterator<Item = NodeSpec>, traffic: &[PeerTraffic]) -> Vec<Peer> {
+    nodes
+        .map(|node| {
+            let traffic = traffic.iter().find(|t| t.node_ip == node.underlay_ip).cloned();
+            Peer { node, traffic }
+        })
+        .collect()
 }
 
 /// What a running agent says, or why it said nothing.
@@ -105,11 +125,16 @@ fn nonzero(stats: Vec<StatEntry>) -> Vec<StatEntry> {
 pub async fn status(socket: &Path, pin_dir: &Path) -> Result<StatusReport> {
     let agent = ask_agent(socket).await;
     let agent_reach = reach(&agent);
+    let netlink = Netlink::connect()?;
     match agent {
         Ok((report, node)) => {
             let cluster = report.cluster;
             let local = cluster.local.as_ref().map(|l| l.name.clone());
-            let peers = cluster.nodes.iter().filter(|n| Some(&n.name) != local.as_ref()).cloned().collect();
+            // The counters are the kernel's, read from the pins; a pin
+            // directory this command cannot read costs only the counters.
+            let traffic = PinnedState::read(pin_dir, &netlink).await.map(|p| p.peers).unwrap_or_default();
+            let others = cluster.nodes.iter().filter(|n| Some(&n.name) != local.as_ref()).cloned();
+            let peers = with_traffic(others, &traffic);
             let devices = cluster.underlay.iter().cloned().chain(report.endpoints.iter().map(|e| e.host_veth.clone()));
             Ok(StatusReport {
                 agent: agent_reach,
@@ -126,14 +151,14 @@ pub async fn status(socket: &Path, pin_dir: &Path) -> Result<StatusReport> {
             })
         }
         Err(_) => {
-            let pinned = PinnedState::read(pin_dir, &Netlink::connect()?).await?;
+            let pinned = PinnedState::read(pin_dir, &netlink).await?;
             let own = pinned.subnets.iter().find(|s| s.local).map(|s| s.subnet);
-            let peers = pinned
-                .subnets
-                .iter()
-                .filter(|s| !s.local)
-                .map(|s| NodeSpec { name: "?".into(), underlay_ip: s.node_ip, pod_cidr: s.subnet })
-                .collect();
+            let others = pinned.subnets.iter().filter(|s| !s.local).map(|s| NodeSpec {
+                name: "?".into(),
+                underlay_ip: s.node_ip,
+                pod_cidr: s.subnet,
+            });
+            let peers = with_traffic(others, &pinned.peers);
             let underlay =
                 pinned.links.iter().find(|l| l.ifindex == pinned.underlay_ifindex).and_then(|l| l.ifname.clone());
             let endpoints = pinned
@@ -245,7 +270,16 @@ impl StatusReport {
         }
         writeln!(o, "peers:      {}", self.peers.len()).unwrap();
         for p in &self.peers {
-            writeln!(o, "  {:<24} {:<16} {}", p.name, p.underlay_ip, p.pod_cidr).unwrap();
+            let traffic = p.traffic.as_ref().map_or_else(
+                || "no tunnel traffic".to_string(),
+                |t| {
+                    format!(
+                        "tx {} packets {} bytes, rx {} packets {} bytes",
+                        t.tx_packets, t.tx_bytes, t.rx_packets, t.rx_bytes
+                    )
+                },
+            );
+            writeln!(o, "  {:<24} {:<16} {:<20} {traffic}", p.node.name, p.node.underlay_ip, p.node.pod_cidr).unwrap();
         }
         writeln!(o, "endpoints:  {}", self.endpoints.len()).unwrap();
         for e in &self.endpoints {

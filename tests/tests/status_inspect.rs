@@ -53,9 +53,15 @@ fn status_and_inspect_are_right_with_the_agent_running_and_stopped() {
     assert_eq!(s.pod_cidr.map(|p| p.to_string()), Some(pod_cidr(0)));
     assert_eq!(s.underlay.as_deref(), Some("eth0"));
     assert!(s.source.as_ref().is_some_and(|src| src.in_sync && src.error.is_none()), "{:?}", s.source);
-    let peers: Vec<(String, String)> =
-        s.peers.iter().map(|p| (format!("{} {}", p.name, p.underlay_ip), p.pod_cidr.to_string())).collect();
+    let peers: Vec<(String, String)> = s
+        .peers
+        .iter()
+        .map(|p| (format!("{} {}", p.node.name, p.node.underlay_ip), p.node.pod_cidr.to_string()))
+        .collect();
     assert_eq!(peers, vec![(format!("{} {}", node_name(1), node_address(1)), pod_cidr(1))]);
+    // The tunnel's traffic with the peer: 3 pings out and 3 replies in.
+    let traffic = s.peers[0].traffic.as_ref().expect("no traffic counted with node 1");
+    assert!(traffic.tx_packets >= 3 && traffic.rx_packets >= 3, "{traffic:?}");
     assert_eq!(sorted(s.endpoints.iter().map(|e| e.ip).collect()), pod_ips);
     for veth in veths.iter().chain(std::iter::once(&"eth0".to_string())) {
         let point = s.attach_points.iter().find(|a| &a.ifname == veth).unwrap_or_else(|| panic!("no {veth}: {s:?}"));
@@ -114,8 +120,9 @@ fn status_and_inspect_are_right_with_the_agent_running_and_stopped() {
     assert_eq!(s.underlay.as_deref(), Some("eth0"));
     assert_eq!(sorted(s.endpoints.iter().map(|e| e.ip).collect()), pod_ips);
     assert_eq!(sorted(s.endpoints.iter().map(|e| e.host_veth.clone()).collect()), veths);
-    let peers: Vec<String> = s.peers.iter().map(|p| format!("{} {}", p.underlay_ip, p.pod_cidr)).collect();
+    let peers: Vec<String> = s.peers.iter().map(|p| format!("{} {}", p.node.underlay_ip, p.node.pod_cidr)).collect();
     assert_eq!(peers, vec![format!("{} {}", node_address(1), pod_cidr(1))]);
+    assert!(s.peers[0].traffic.as_ref().is_some_and(|t| t.tx_packets >= traffic.tx_packets), "{:?}", s.peers);
     assert!(s.attach_points.iter().any(|a| a.ifname == veths[0] && a.programs.iter().any(|p| p.name == "from_pod")));
     assert!(s.counters.iter().any(|c| c.name == "redirect_tunnel" && c.packets >= tunnelled));
     assert!(run(agent, &["status"]).1.contains("NOT REACHABLE"));
