@@ -59,6 +59,10 @@ pub struct RawConfig {
     /// VXLAN network identifier [default: 1].
     #[arg(long, env = "KNET_VNI")]
     pub vni: Option<u32>,
+    /// Turn on the eBPF programs' diagnostics (aya-log) and log them
+    /// through the agent; off, the verifier removes them [default: false].
+    #[arg(long, env = "KNET_EBPF_LOG", num_args = 0..=1, default_missing_value = "true")]
+    pub ebpf_log: Option<bool>,
 }
 
 impl RawConfig {
@@ -88,6 +92,7 @@ impl RawConfig {
             vni: over.vni.or(self.vni),
             cni_conf_file: over.cni_conf_file.or(self.cni_conf_file),
             ebpf_object: over.ebpf_object.or(self.ebpf_object),
+            ebpf_log: over.ebpf_log.or(self.ebpf_log),
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct Config {
     /// The conflist the agent writes once it serves pods.
     pub cni_conf_file: Option<PathBuf>,
     pub ebpf_object: Option<PathBuf>,
+    /// The programs' aya-log diagnostics are compiled in and read.
+    pub ebpf_log: bool,
 }
 
 /// The node source with what it needs.
@@ -189,6 +196,7 @@ impl TryFrom<RawConfig> for Config {
             vni,
             cni_conf_file: raw.cni_conf_file,
             ebpf_object: raw.ebpf_object,
+            ebpf_log: raw.ebpf_log.unwrap_or(false),
         })
     }
 }
@@ -269,6 +277,24 @@ mod tests {
         assert_eq!(c.source, Source::None);
         assert_eq!(c.api_socket, PathBuf::from(DEFAULT_API_SOCKET));
         assert_eq!(c.bpf_pin_dir, PathBuf::from(DEFAULT_BPF_PIN_DIR));
+        assert!(!c.ebpf_log, "the eBPF diagnostics are off unless asked for");
+    }
+
+    #[test]
+    fn ebpf_log_from_the_file_and_the_flag() {
+        let file = RawConfig::from_toml("ebpf_log = true\n").unwrap();
+        assert_eq!(file.ebpf_log, Some(true));
+        let merged = file.overridden_by(RawConfig { ebpf_log: Some(false), ..Default::default() });
+        let mut r = raw("n", "10.0.0.0/24");
+        r.ebpf_log = merged.ebpf_log;
+        assert!(!Config::try_from(r).unwrap().ebpf_log, "the flag wins over the file");
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            raw: RawConfig,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(["knet-agent", "--ebpf-log"]).unwrap();
+        assert_eq!(cli.raw.ebpf_log, Some(true), "the bare flag turns it on");
     }
 
     #[test]

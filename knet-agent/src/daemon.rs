@@ -30,7 +30,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     tracing::info!(node = %config.node_name, source = ?config.source.kind(), pins = %config.bpf_pin_dir.display(), "starting");
     crate::dataplane::ensure_bpffs(std::path::Path::new("/sys/fs/bpf"))?;
     let _instance = crate::instance::acquire(&config.bpf_pin_dir, &config.api_socket)?;
-    let (dataplane, node_maps) = Dataplane::load(&config.bpf_pin_dir, config.ebpf_object.as_deref())?;
+    let (mut dataplane, node_maps) =
+        Dataplane::load(&config.bpf_pin_dir, config.ebpf_object.as_deref(), config.ebpf_log)?;
+    if config.ebpf_log {
+        dataplane.forward_ebpf_logs()?;
+    }
     let agent = Agent::new(config.node_name.clone(), config.bpf_pin_dir.clone(), dataplane, Netlink::connect()?);
     let agent = Arc::new(Mutex::new(agent));
     if let Some(cidr) = config.pod_cidr {

@@ -13,6 +13,7 @@ pub mod host;
 pub mod instance;
 pub mod mac;
 pub mod masquerade;
+pub mod monitor;
 pub mod pinned_maps;
 pub mod reconcile;
 pub mod reconciler;

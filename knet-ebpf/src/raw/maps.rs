@@ -5,12 +5,14 @@
 use crate::icmp::TunnelledError;
 use aya_ebpf::{
     macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
 };
 use knet_common::{
+    drop_event::{DropEvent, DropEventCounts, DROP_EVENT_LIMIT, DROP_EVENT_RING_BYTES},
     endpoint::MAX_ENDPOINTS,
-    icmp::icmp_allowed,
+    icmp::ICMP_LIMIT,
     node::{DataplaneConfig, NodeInfo, NodeSubnet, LPM_FLAGS, MAX_NODES, MODE_LOCAL_ONLY},
+    rate::RateLimit,
     Counter, Endpoint, Stat, STAT_SLOTS,
 };
 
@@ -35,9 +37,22 @@ static CONFIG: Array<DataplaneConfig> = Array::pinned(1, 0);
 #[map(name = "STATS")]
 static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STAT_SLOTS, 0);
 
-/// Per-CPU state of the ICMP error rate limit (see `icmp_allowed`).
+/// Per-CPU state of the ICMP error rate limit (see `RateLimit`).
 #[map(name = "ICMP_RATE")]
 static ICMP_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// One `DropEvent` per dropped packet the rate limit lets through; pinned
+/// so that `knet-agent monitor` reads it with or without a running agent.
+#[map(name = "DROP_EVENTS")]
+static DROP_EVENTS: RingBuf = RingBuf::pinned(DROP_EVENT_RING_BYTES, 0);
+
+/// Per drop reason and CPU: what became of each drop's event.
+#[map(name = "DROP_EVT_STATS")]
+static DROP_EVENT_STATS: PerCpuArray<DropEventCounts> = PerCpuArray::pinned(STAT_SLOTS, 0);
+
+/// Per-CPU state of the drop event rate limit.
+#[map(name = "DROP_EVENT_RATE")]
+static DROP_EVENT_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU room to build a tunnelled ICMP error in (too big for the stack
 /// beside `from_netdev`'s frame).
@@ -101,12 +116,23 @@ pub(crate) fn count(stat: Stat, bytes: u32) {
 /// if the limit refuses it.
 #[inline(always)]
 pub(crate) fn take_icmp_token(now: u64) -> bool {
-    let Some(tat) = ICMP_RATE.get_ptr_mut(0) else {
+    take_token(&ICMP_RATE, ICMP_LIMIT, now)
+}
+
+/// Takes one drop event from this CPU's rate limit at `now` (ns).
+#[inline(always)]
+pub(crate) fn take_drop_event_token(now: u64) -> bool {
+    take_token(&DROP_EVENT_RATE, DROP_EVENT_LIMIT, now)
+}
+
+#[inline(always)]
+fn take_token(state: &PerCpuArray<u64>, limit: RateLimit, now: u64) -> bool {
+    let Some(tat) = state.get_ptr_mut(0) else {
         return false;
     };
     // SAFETY: a per-CPU slot from a successful lookup, as in `count`.
     unsafe {
-        match icmp_allowed(*tat, now) {
+        match limit.allowed(*tat, now) {
             Some(next) => {
                 *tat = next;
                 true
@@ -114,4 +140,18 @@ pub(crate) fn take_icmp_token(now: u64) -> bool {
             None => false,
         }
     }
+}
+
+/// This CPU's event counts for the drop reason in `slot`.
+#[inline(always)]
+pub(crate) fn drop_event_counts(slot: u32) -> Option<&'static mut DropEventCounts> {
+    // SAFETY: a per-CPU slot from a successful lookup, as in `count`; the
+    // reference does not outlive the program's run.
+    DROP_EVENT_STATS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+}
+
+/// Puts `event` into the ring; `false` if the ring is full.
+#[inline(always)]
+pub(crate) fn send_drop_event(event: &DropEvent) -> bool {
+    DROP_EVENTS.output::<DropEvent>(event, 0).is_ok()
 }
