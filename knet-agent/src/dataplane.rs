@@ -95,8 +95,14 @@ impl Dataplane {
         let links_dir = pin_dir.join("links");
         std::fs::create_dir_all(&links_dir).with_context(|| format!("cannot create {}", links_dir.display()))?;
         crate::pinned_maps::check(pin_dir)?;
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
+        let mut loader = EbpfLoader::new();
+        // BTF maps carry no pinning of their own: the agent names each map
+        // it pins (a pin found there is adopted).
+        let pins: Vec<_> = crate::pinned_maps::EXPECTED.iter().map(|(name, _)| (*name, pin_dir.join(name))).collect();
+        for (name, pin) in &pins {
+            loader.map_pin_path(name, pin.as_path());
+        }
+        let mut ebpf = loader
             // Required only to turn the diagnostics on: an object of an
             // older build has no such switch and runs without them.
             .override_global(EBPF_LOG_GLOBAL, &u32::from(ebpf_log), ebpf_log)

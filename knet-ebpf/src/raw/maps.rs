@@ -1,11 +1,14 @@
 //! Every map the programs use, each wrapped once. Names and layouts come
-//! from `knet-common`; the node and endpoint maps and the counters are
-//! pinned by name so that they outlive an agent restart.
+//! from `knet-common`; the node and endpoint maps, the counters and the
+//! drop events are pinned by the agent (`knet-agent/src/pinned_maps.rs`
+//! names them) so that they outlive an agent restart. They are BTF maps
+//! (`.maps`): the kernel then knows their key and value types, and
+//! `bpftool map dump` prints entries as structs.
 
 use crate::icmp::TunnelledError;
 use aya_ebpf::{
-    macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    macros::btf_map,
 };
 use knet_common::{
     drop_event::{DropEvent, DropEventCounts, DROP_EVENT_LIMIT, DROP_EVENT_RING_BYTES},
@@ -18,46 +21,46 @@ use knet_common::{
 
 /// Local pod IPv4 address (wire order, see `knet_common::ipv4_key`) -> how
 /// to deliver to it.
-#[map(name = "ENDPOINTS")]
-static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+#[btf_map]
+static ENDPOINTS: HashMap<u32, Endpoint, { MAX_ENDPOINTS as usize }> = HashMap::new();
 
 /// Pod subnet of every node -> the node's underlay address.
-#[map(name = "NODE_SUBNETS")]
-static NODE_SUBNETS: LpmTrie<u32, NodeSubnet> = LpmTrie::pinned(MAX_NODES, LPM_FLAGS);
+#[btf_map]
+static NODE_SUBNETS: LpmTrie<u32, NodeSubnet, { MAX_NODES as usize }, { LPM_FLAGS as usize }> = LpmTrie::new();
 
 /// Underlay address of every known node: the tunnel sources accepted.
-#[map(name = "NODES")]
-static NODES: HashMap<u32, NodeInfo> = HashMap::pinned(MAX_NODES, 0);
+#[btf_map]
+static NODES: HashMap<u32, NodeInfo, { MAX_NODES as usize }> = HashMap::new();
 
 /// This node's data path settings, slot 0.
-#[map(name = "CONFIG")]
-static CONFIG: Array<DataplaneConfig> = Array::pinned(1, 0);
+#[btf_map]
+static CONFIG: Array<DataplaneConfig, 1> = Array::new();
 
 /// Per-CPU packet and byte counters, indexed by `knet_common::Stat`.
-#[map(name = "STATS")]
-static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STAT_SLOTS, 0);
+#[btf_map]
+static STATS: PerCpuArray<Counter, { STAT_SLOTS as usize }> = PerCpuArray::new();
 
 /// Per-CPU state of the ICMP error rate limit (see `RateLimit`).
-#[map(name = "ICMP_RATE")]
-static ICMP_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map]
+static ICMP_RATE: PerCpuArray<u64, 1> = PerCpuArray::new();
 
 /// One `DropEvent` per dropped packet the rate limit lets through; pinned
 /// so that `knet-agent monitor` reads it with or without a running agent.
-#[map(name = "DROP_EVENTS")]
-static DROP_EVENTS: RingBuf = RingBuf::pinned(DROP_EVENT_RING_BYTES, 0);
+#[btf_map]
+static DROP_EVENTS: RingBuf<DropEvent, { DROP_EVENT_RING_BYTES as usize }> = RingBuf::new();
 
 /// Per drop reason and CPU: what became of each drop's event.
-#[map(name = "DROP_EVT_STATS")]
-static DROP_EVENT_STATS: PerCpuArray<DropEventCounts> = PerCpuArray::pinned(STAT_SLOTS, 0);
+#[btf_map(name = "DROP_EVT_STATS")]
+static DROP_EVENT_STATS: PerCpuArray<DropEventCounts, { STAT_SLOTS as usize }> = PerCpuArray::new();
 
 /// Per-CPU state of the drop event rate limit.
-#[map(name = "DROP_EVENT_RATE")]
-static DROP_EVENT_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map]
+static DROP_EVENT_RATE: PerCpuArray<u64, 1> = PerCpuArray::new();
 
 /// Per-CPU room to build a tunnelled ICMP error in (too big for the stack
 /// beside `from_netdev`'s frame).
-#[map(name = "ICMP_SCRATCH")]
-static ICMP_SCRATCH: PerCpuArray<TunnelledError> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map]
+static ICMP_SCRATCH: PerCpuArray<TunnelledError, 1> = PerCpuArray::new();
 
 /// This CPU's tunnelled-error scratch space.
 #[inline(always)]
@@ -78,7 +81,7 @@ pub(crate) fn endpoint(ip: u32) -> Option<Endpoint> {
 /// The node subnet containing `ip`, longest prefix first.
 #[inline(always)]
 pub(crate) fn node_subnet(ip: u32) -> Option<NodeSubnet> {
-    NODE_SUBNETS.get(Key::new(32, ip)).copied()
+    NODE_SUBNETS.get(&Key::new(32, ip)).copied()
 }
 
 /// Whether `ip` is the underlay address of a known node.
@@ -126,7 +129,7 @@ pub(crate) fn take_drop_event_token(now: u64) -> bool {
 }
 
 #[inline(always)]
-fn take_token(state: &PerCpuArray<u64>, limit: RateLimit, now: u64) -> bool {
+fn take_token(state: &PerCpuArray<u64, 1>, limit: RateLimit, now: u64) -> bool {
     let Some(tat) = state.get_ptr_mut(0) else {
         return false;
     };
@@ -153,5 +156,5 @@ pub(crate) fn drop_event_counts(slot: u32) -> Option<&'static mut DropEventCount
 /// Puts `event` into the ring; `false` if the ring is full.
 #[inline(always)]
 pub(crate) fn send_drop_event(event: &DropEvent) -> bool {
-    DROP_EVENTS.output::<DropEvent>(event, 0).is_ok()
+    DROP_EVENTS.output(event, 0).is_ok()
 }

@@ -214,6 +214,9 @@ fn bpftool_lists_every_program_and_map_by_name_with_btf() {
     }
     for name in map_names::ALL {
         let map = maps.get(name).unwrap_or_else(|| panic!("bpftool does not list map {name}: {:?}", maps.keys()));
-        assert!(map["btf_id"].as_u64().is_some(), "map {name} has no BTF: {map}");
+        // A ring buffer has neither key nor value, so no type to describe.
+        if map["type"] != "ringbuf" {
+            assert!(map["btf_id"].as_u64().is_some(), "map {name} has no BTF: {map}");
+        }
     }
 }
