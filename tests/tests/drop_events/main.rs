@@ -81,9 +81,11 @@ fn a_spoofed_packet_shows_up_in_monitor_with_its_reason_and_addresses() {
 
     // With the agent stopped the data path still runs (pinned links), and
     // the monitor still reads its events from the pins.
+    let veth = pod.host_veth.clone();
     c.agents[0].stop().unwrap();
     let (node, agent) = (&c.nodes[0], &c.agents[0]);
-    let watching = Monitor::start(&node.ns, agent, &["--reason", "spoofed_source", "--count", "1", "--timeout", "20"]);
+    let filters = ["--reason", "spoofed_source", "--interface", &veth, "--count", "1", "--timeout", "20"];
+    let watching = Monitor::start(&node.ns, agent, &filters);
     let watching = watching.unwrap();
     injector.send(&frame).unwrap();
     let (ok, events) = watching.finish(Duration::from_secs(25)).unwrap();
