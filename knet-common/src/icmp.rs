@@ -15,7 +15,7 @@ pub const fn is_icmp_error(kind: u8) -> bool {
     matches!(kind, 3 | 4 | 5 | 11 | 12)
 }
 
-/// At most this many ICMP errors per second per CPU, after a burst of 50:
+/// ICMP errors: at most 1000 a second per CPU, after a burst of 50:
 /// the kernel's own defaults (`icmp_msgs_per_sec`, `icmp_msgs_burst`).
 pub const ICMP_LIMIT: RateLimit = RateLimit { per_sec: 1000, burst: 50 };
 
