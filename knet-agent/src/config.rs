@@ -75,6 +75,10 @@ pub struct RawConfig {
     /// "off" [default: 127.0.0.1:9965].
     #[arg(long, env = "KNET_METRICS_ADDRESS")]
     pub metrics_address: Option<String>,
+    /// Turn on the eBPF programs' diagnostics (aya-log) and log them
+    /// through the agent; off, the verifier removes them [default: false].
+    #[arg(long, env = "KNET_EBPF_LOG", num_args = 0..=1, default_missing_value = "true")]
+    pub ebpf_log: Option<bool>,
 }
 
 /// How log lines are written (to stderr).
@@ -126,6 +130,7 @@ impl RawConfig {
             log_format: over.log_format.or(self.log_format),
             log_level: over.log_level.or(self.log_level),
             metrics_address: over.metrics_address.or(self.metrics_address),
+            ebpf_log: over.ebpf_log.or(self.ebpf_log),
         }
     }
 }
@@ -148,6 +153,8 @@ pub struct Config {
     pub log: LogSettings,
     /// `None`: no metrics listener.
     pub metrics_address: Option<SocketAddr>,
+    /// The programs' aya-log diagnostics are compiled in and read.
+    pub ebpf_log: bool,
 }
 
 /// The node source with what it needs.
@@ -262,6 +269,7 @@ impl TryFrom<RawConfig> for Config {
             cni_conf_file: raw.cni_conf_file,
             ebpf_object: raw.ebpf_object,
             metrics_address,
+            ebpf_log: raw.ebpf_log.unwrap_or(false),
         })
     }
 }
@@ -355,6 +363,7 @@ mod tests {
         assert_eq!(c.api_socket, PathBuf::from(DEFAULT_API_SOCKET));
         assert_eq!(c.bpf_pin_dir, PathBuf::from(DEFAULT_BPF_PIN_DIR));
         assert_eq!(c.metrics_address, Some(DEFAULT_METRICS_ADDRESS.parse().unwrap()));
+        assert!(!c.ebpf_log, "the eBPF diagnostics are off unless asked for");
     }
 
     #[test]
@@ -371,6 +380,23 @@ mod tests {
         }
         let file = RawConfig::from_toml("metrics_address = \"[::1]:9965\"\n").unwrap();
         assert_eq!(file.metrics_address.as_deref(), Some("[::1]:9965"));
+    }
+
+    #[test]
+    fn ebpf_log_from_the_file_and_the_flag() {
+        let file = RawConfig::from_toml("ebpf_log = true\n").unwrap();
+        assert_eq!(file.ebpf_log, Some(true));
+        let merged = file.overridden_by(RawConfig { ebpf_log: Some(false), ..Default::default() });
+        let mut r = raw("n", "10.0.0.0/24");
+        r.ebpf_log = merged.ebpf_log;
+        assert!(!Config::try_from(r).unwrap().ebpf_log, "the flag wins over the file");
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            raw: RawConfig,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(["knet-agent", "--ebpf-log"]).unwrap();
+        assert_eq!(cli.raw.ebpf_log, Some(true), "the bare flag turns it on");
     }
 
     #[test]

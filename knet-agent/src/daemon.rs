@@ -36,7 +36,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         Some(address) => Some(metrics::bind(address).await?),
         None => None,
     };
-    let (dataplane, node_maps) = Dataplane::load(&config.bpf_pin_dir, config.ebpf_object.as_deref())?;
+    let (mut dataplane, node_maps) =
+        Dataplane::load(&config.bpf_pin_dir, config.ebpf_object.as_deref(), config.ebpf_log)?;
+    if config.ebpf_log {
+        dataplane.forward_ebpf_logs()?;
+    }
     let pinned = PinnedMaps::open(&config.bpf_pin_dir)?;
     let agent = Agent::new(config.node_name.clone(), config.bpf_pin_dir.clone(), dataplane, Netlink::connect()?);
     let agent = Arc::new(Mutex::new(agent));

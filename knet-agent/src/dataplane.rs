@@ -36,6 +36,10 @@ use nix::{
     sys::statfs::{statfs, BPF_FS_MAGIC},
 };
 
+/// The programs' read-only switch for their aya-log diagnostics (the
+/// symbol of `knet-ebpf/src/diag.rs`).
+const EBPF_LOG_GLOBAL: &str = "KNET_EBPF_LOG";
+
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/knet.bpf.o"));
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +77,9 @@ impl Dataplane {
     /// The node maps go apart: their one writer is the reconciler.
     /// `object`: a file to load instead of the built-in object (another
     /// build of `knet-ebpf`, e.g. to try it on a running node).
-    pub fn load(pin_dir: &Path, object: Option<&Path>) -> Result<(Self, NodeMaps)> {
+    /// `ebpf_log`: keep the programs' aya-log diagnostics (see
+    /// `forward_ebpf_logs`); off, the verifier removes them.
+    pub fn load(pin_dir: &Path, object: Option<&Path>, ebpf_log: bool) -> Result<(Self, NodeMaps)> {
         let file;
         let bytes: &[u8] = match object {
             Some(path) => {
@@ -91,8 +97,17 @@ impl Dataplane {
         let links_dir = pin_dir.join("links");
         std::fs::create_dir_all(&links_dir).with_context(|| format!("cannot create {}", links_dir.display()))?;
         crate::pinned_maps::check(pin_dir)?;
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
+        let mut loader = EbpfLoader::new();
+        // BTF maps carry no pinning of their own: the agent names each map
+        // it pins (a pin found there is adopted).
+        let pins: Vec<_> = crate::pinned_maps::EXPECTED.iter().map(|(name, _)| (*name, pin_dir.join(name))).collect();
+        for (name, pin) in &pins {
+            loader.map_pin_path(name, pin.as_path());
+        }
+        let mut ebpf = loader
+            // Required only to turn the diagnostics on: an object of an
+            // older build has no such switch and runs without them.
+            .override_global(EBPF_LOG_GLOBAL, &u32::from(ebpf_log), ebpf_log)
             .load(bytes)
             .context("loading the eBPF object failed")?;
         for name in [program_names::FROM_POD, program_names::FROM_NETDEV, program_names::TO_NETDEV] {
@@ -102,6 +117,26 @@ impl Dataplane {
         }
         let node_maps = NodeMaps::take(&mut ebpf)?;
         Ok((Dataplane { ebpf, links_dir, attached: HashMap::new() }, node_maps))
+    }
+
+    /// Logs the programs' aya-log records through `tracing` (their target
+    /// is the eBPF module, `knet::diag`), from a thread of its own (the
+    /// records are rare; it sleeps in `poll`), for as long as the agent runs.
+    pub fn forward_ebpf_logs(&mut self) -> Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut logger = aya_log::EbpfLogger::init(&mut self.ebpf).context("cannot read the eBPF programs' logs")?;
+        std::thread::Builder::new().name("ebpf-log".into()).spawn(move || loop {
+            match poll(&mut [PollFd::new(logger.as_fd(), PollFlags::POLLIN)], PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => logger.flush(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the eBPF log reader stopped");
+                    return;
+                }
+            }
+        })?;
+        tracing::info!("eBPF diagnostics on (ebpf_log)");
+        Ok(())
     }
 
     /// Attaches `program` to `ifname` (ifindex `ifindex`). With tcx the link

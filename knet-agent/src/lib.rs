@@ -16,6 +16,7 @@ pub mod logging;
 pub mod mac;
 pub mod masquerade;
 pub mod metrics;
+pub mod monitor;
 pub mod operator;
 pub mod pinned_maps;
 pub mod reconcile;

@@ -10,6 +10,7 @@ use knet_agent::{
     config::{Config, RawConfig, DEFAULT_API_SOCKET, DEFAULT_BPF_PIN_DIR},
     daemon,
     endpoints::{AddEndpoint, Endpoint},
+    monitor,
     operator::{self, InspectReport, Section, StatusReport},
 };
 
@@ -86,6 +87,32 @@ enum Command {
         #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
         api_socket: PathBuf,
     },
+    /// Stream the data path's drop events, one line each (like `cilium
+    /// monitor --type drop`), from the pinned ring buffer: works with the
+    /// agent stopped too. One monitor at a time per node.
+    Monitor {
+        /// The agent's bpffs pin directory.
+        #[arg(long, env = "KNET_BPF_PIN_DIR", default_value = DEFAULT_BPF_PIN_DIR)]
+        bpf_pin_dir: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Only this drop reason (e.g. drop_spoofed_source); repeatable.
+        #[arg(long = "reason", value_name = "NAME")]
+        reasons: Vec<String>,
+        /// Only packets with this IPv4 source or destination.
+        #[arg(long)]
+        ip: Option<std::net::Ipv4Addr>,
+        /// Only packets dropped on this interface.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+    },
     /// Write the CNI network configuration (knet.conflist: the `knet` plugin
     /// with host-local IPAM over the pod CIDR, chained with `portmap`).
     CniConfig {
@@ -110,8 +137,9 @@ enum Command {
 struct Where {
     #[arg(long, env = "KNET_API_SOCKET", default_value = DEFAULT_API_SOCKET)]
     api_socket: PathBuf,
+    /// The agent's bpffs pin directory.
     #[arg(long, env = "KNET_BPF_PIN_DIR", default_value = DEFAULT_BPF_PIN_DIR)]
-    pin_dir: PathBuf,
+    bpf_pin_dir: PathBuf,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -166,7 +194,7 @@ fn main() -> Result<()> {
             }
             Command::Endpoint { api_socket, action } => endpoint(&api_socket, action).await,
             Command::Status { at, json } => {
-                let report = operator::status(&at.api_socket, &at.pin_dir).await?;
+                let report = operator::status(&at.api_socket, &at.bpf_pin_dir).await?;
                 print_report(json, &report, StatusReport::text)?;
                 if !report.agent.reachable {
                     std::process::exit(1);
@@ -174,7 +202,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Command::Inspect { section, at, json } => {
-                let report = operator::inspect(section, &at.api_socket, &at.pin_dir).await?;
+                let report = operator::inspect(section, &at.api_socket, &at.bpf_pin_dir).await?;
                 print_report(json, &report, InspectReport::text)?;
                 if !report.disagreements.is_empty() {
                     std::process::exit(1);
@@ -183,6 +211,28 @@ fn main() -> Result<()> {
             }
             Command::CniConfig { .. } | Command::MountBpffs { .. } | Command::InstallCni { .. } => {
                 unreachable!("handled above")
+            }
+            Command::Monitor { bpf_pin_dir, json, reasons, ip, interface, count, timeout } => {
+                let reasons = reasons.iter().map(|r| monitor::Filter::reason(r)).collect::<Result<_>>()?;
+                let timeout = timeout
+                    .map(|t| std::time::Duration::try_from_secs_f64(t).context("--timeout must be a number of seconds"))
+                    .transpose()?;
+                let filter = monitor::Filter { reasons, ip, interface };
+                let bounds = monitor::Bounds { count, timeout };
+                let ready = || eprintln!("monitoring the drop events of {}", bpf_pin_dir.display());
+                let summary = monitor::run(&bpf_pin_dir, &filter, bounds, json, std::io::stdout().lock(), ready)?;
+                eprintln!(
+                    "{} events shown ({} read, {} from before the monitor started)",
+                    summary.shown, summary.read, summary.stale
+                );
+                let lost = monitor::event_counts(&bpf_pin_dir)?
+                    .into_iter()
+                    .fold(knet_common::drop_event::DropEventCounts::default(), |acc, (_, c)| acc.add(c));
+                eprintln!(
+                    "since the data path was loaded: {} events sent, {} rate limited, {} lost to a full ring",
+                    lost.sent, lost.rate_limited, lost.ring_full
+                );
+                Ok(())
             }
             Command::Stats { api_socket } => {
                 let stats: Vec<StatEntry> = Client::new(&api_socket).get("/v1/stats").await?;

@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use aya::maps::MapData;
 use knet_common::{
+    drop_event::{DropEventCounts, DROP_EVENT_RING_BYTES},
     endpoint::MAX_ENDPOINTS,
     map_names,
     node::{DataplaneConfig, NodeInfo, NodeSubnet, MAX_NODES},
@@ -38,7 +39,7 @@ const fn size<T>() -> u32 {
 }
 
 /// Every pinned map and the layout this build expects.
-pub const EXPECTED: [(&str, Layout); 6] = [
+pub const EXPECTED: [(&str, Layout); 8] = [
     (map_names::ENDPOINTS, Layout { key_size: 4, value_size: size::<Endpoint>(), max_entries: MAX_ENDPOINTS }),
     // LPM trie keys: a 4-byte prefix length, then the address.
     (map_names::NODE_SUBNETS, Layout { key_size: 8, value_size: size::<NodeSubnet>(), max_entries: MAX_NODES }),
@@ -46,12 +47,23 @@ pub const EXPECTED: [(&str, Layout); 6] = [
     (map_names::CONFIG, Layout { key_size: 4, value_size: size::<DataplaneConfig>(), max_entries: 1 }),
     (map_names::STATS, Layout { key_size: 4, value_size: size::<Counter>(), max_entries: STAT_SLOTS }),
     (map_names::PEER_STATS, Layout { key_size: 4, value_size: size::<PeerCounters>(), max_entries: MAX_PEERS }),
+    // A ring buffer has neither key nor value; its size is its bytes.
+    (map_names::DROP_EVENTS, Layout { key_size: 0, value_size: 0, max_entries: DROP_EVENT_RING_BYTES }),
+    (
+        map_names::DROP_EVENT_STATS,
+        Layout { key_size: 4, value_size: size::<DropEventCounts>(), max_entries: STAT_SLOTS },
+    ),
 ];
+
+/// Maps whose loss only restarts what an operator sees: counters and
+/// events, never forwarding state.
+const REPLACEABLE: [&str; 4] =
+    [map_names::STATS, map_names::PEER_STATS, map_names::DROP_EVENTS, map_names::DROP_EVENT_STATS];
 
 pub fn decide(name: &str, found: Layout, want: Layout) -> Adopt {
     if found == want {
         Adopt::Keep
-    } else if name == map_names::STATS || name == map_names::PEER_STATS {
+    } else if REPLACEABLE.contains(&name) {
         Adopt::Replace
     } else {
         Adopt::Refuse
@@ -74,7 +86,7 @@ pub fn check(pin_dir: &Path) -> Result<()> {
             Adopt::Keep => {}
             Adopt::Replace => {
                 std::fs::remove_file(&pin).with_context(|| format!("cannot unpin {}", pin.display()))?;
-                tracing::warn!(map = name, ?found, ?want, "the pinned counters have another layout: counting restarts");
+                tracing::warn!(map = name, ?found, ?want, "the pinned map has another layout: its counts or events restart");
             }
             Adopt::Refuse => bail!(
                 "the pinned map {} has another layout ({found:?}) than this build's ({want:?}): this upgrade cannot adopt the running data path; remove {} (pods lose connectivity until re-added) or run a matching build",
@@ -102,5 +114,10 @@ mod tests {
         assert_eq!(decide(map_names::ENDPOINTS, smaller, endpoints), Adopt::Refuse);
         let (_, peers) = EXPECTED[5];
         assert_eq!(decide(map_names::PEER_STATS, Layout { value_size: 16, ..peers }, peers), Adopt::Replace);
+        let (_, ring) = EXPECTED[6];
+        let smaller_ring = Layout { max_entries: 4096, ..ring };
+        assert_eq!(decide(map_names::DROP_EVENTS, smaller_ring, ring), Adopt::Replace, "events restart");
+        let (_, event_stats) = EXPECTED[7];
+        assert_eq!(decide(map_names::DROP_EVENT_STATS, event_stats, event_stats), Adopt::Keep);
     }
 }

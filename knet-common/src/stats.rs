@@ -193,6 +193,55 @@ impl Stat {
         }
     }
 
+    /// One line for operators on what the code means (`monitor`,
+    /// `inspect drops`).
+    pub const fn explain(self) -> &'static str {
+        match self {
+            Stat::RedirectLocal => "delivered to a pod on this node, straight into its interface",
+            Stat::RedirectTunnel => "encapsulated in VXLAN and sent to the node that owns the destination",
+            Stat::RedirectNative => "sent unencapsulated to the node that owns the destination",
+            Stat::DeliverFromNode => "arrived from another node and delivered to a pod on this node",
+            Stat::EncapFromHost => "sent by this node to a remote pod, encapsulated on its way out",
+            Stat::PassToStack => "from a pod to an address that is no pod's: handed to the node's stack",
+            Stat::PassArp => "ARP from a pod: the node's stack answers for the gateway",
+            Stat::PassNeighbourDiscovery => {
+                "IPv6 neighbour or router solicitation from a pod: answered by the node's stack"
+            }
+            Stat::PassIpOptions => "IPv4 with options: the node's stack handles them as a router must",
+            Stat::PassToFragment => "too big for the path without DF: the node's stack fragments it",
+            Stat::PassUnderlay => "underlay traffic that is not for a pod: the node's own",
+            Stat::PassUnderlayEgress => "underlay egress that needs no encapsulation",
+            Stat::PassOtherVni => "VXLAN of another VNI: not knet's, handed to the node's stack",
+            Stat::ReplyTimeExceeded => "TTL expired: answered with ICMP time exceeded",
+            Stat::ReplyFragNeeded => "too big for the path with DF set: answered with ICMP fragmentation needed",
+            Stat::DropSpoofedSource => "the source address is not the pod's own (spoofed)",
+            Stat::DropMalformed => "a header is cut short or invalid",
+            Stat::DropIpv6 => "IPv6 from a pod: knet is IPv4-only until it is dual-stack",
+            Stat::DropUnsupportedEthertype => "a frame of a protocol pods may not send (VLAN, LLDP, ...)",
+            Stat::DropBroadcastOrMulticast => "IPv4 to a broadcast or multicast address",
+            Stat::DropNoEndpoint => "to an address of this node's pod subnet that no pod has",
+            Stat::DropTtlExceeded => "TTL expired where no ICMP error may be sent about it",
+            Stat::DropIcmpRateLimited => "an ICMP error was due but the rate limit refused it",
+            Stat::DropUnknownTunnelSource => "VXLAN from an address that is no known node",
+            Stat::DropTunnelWrongDestination => "VXLAN to an address that is not this node's",
+            Stat::DropTunnelFragment => "VXLAN in an outer fragment, which cannot be checked whole",
+            Stat::DropTunnelForgedSource => "VXLAN whose inner source is neither the sending node nor its pods",
+            Stat::DropTunnelNoEndpoint => "VXLAN for a pod address that is not on this node",
+            Stat::DropTunnelMalformedInner => "VXLAN whose inner frame is not well-formed IPv4",
+            Stat::DropPlainToPod => {
+                "unencapsulated underlay traffic to a pod subnet (VXLAN mode: only the tunnel leads to pods)"
+            }
+            Stat::DropTooBig => "too big for the path and no ICMP error may be sent about it",
+            Stat::DropResizeFailed => "the kernel refused to grow or shrink the packet",
+            Stat::DropRedirectFailed => "the kernel refused the redirect (the target interface is gone or down)",
+        }
+    }
+
+    /// The code in slot `slot`, if one is defined there.
+    pub fn from_slot(slot: u32) -> Option<Stat> {
+        Stat::ALL.iter().copied().find(|s| s.slot() == slot)
+    }
+
     /// The code with this stable name.
     pub fn from_name(name: &str) -> Option<Stat> {
         Stat::ALL.iter().copied().find(|s| s.name() == name)
@@ -230,5 +279,18 @@ mod tests {
         for s in Stat::ALL {
             assert_eq!(s.is_drop(), s.name().starts_with("drop_"), "{}", s.name());
         }
+    }
+
+    #[test]
+    fn every_code_is_explained_once() {
+        for (i, a) in Stat::ALL.iter().enumerate() {
+            assert!(!a.explain().trim().is_empty(), "{} has no explanation", a.name());
+            assert!(!a.explain().contains('\n'), "{}: one line", a.name());
+            for b in &Stat::ALL[i + 1..] {
+                assert_ne!(a.explain(), b.explain(), "{} and {} explained alike", a.name(), b.name());
+            }
+            assert_eq!(Stat::from_slot(a.slot()), Some(*a));
+        }
+        assert_eq!(Stat::from_slot(STAT_SLOTS - 1), None);
     }
 }

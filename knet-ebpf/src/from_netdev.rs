@@ -4,6 +4,7 @@
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use knet_common::{
+    drop_event::Hook,
     node::{DataplaneConfig, MODE_NATIVE, MODE_VXLAN, SUBNET_LOCAL},
     Endpoint, Stat,
 };
@@ -19,7 +20,7 @@ use crate::{
 #[classifier]
 pub fn from_netdev(ctx: TcContext) -> i32 {
     let verdict = try_from_netdev(&ctx);
-    verdict::finish(&ctx, verdict)
+    verdict::finish(&ctx, Hook::FromNetdev, verdict)
 }
 
 fn try_from_netdev(ctx: &TcContext) -> Verdict {

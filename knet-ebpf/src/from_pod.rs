@@ -3,6 +3,7 @@
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use knet_common::{
+    drop_event::Hook,
     node::{MODE_LOCAL_ONLY, MODE_VXLAN, SUBNET_LOCAL},
     Stat,
 };
@@ -18,7 +19,7 @@ use crate::{
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
     let verdict = try_from_pod(&ctx);
-    verdict::finish(&ctx, verdict)
+    verdict::finish(&ctx, Hook::FromPod, verdict)
 }
 
 fn try_from_pod(ctx: &TcContext) -> Verdict {

@@ -5,6 +5,8 @@
 #![no_main]
 
 mod deliver;
+mod diag;
+mod drop_events;
 mod from_netdev;
 mod from_pod;
 mod headers;

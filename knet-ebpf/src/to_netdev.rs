@@ -3,6 +3,7 @@
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
 use knet_common::{
+    drop_event::Hook,
     node::{MODE_VXLAN, SUBNET_LOCAL},
     Stat,
 };
@@ -17,7 +18,7 @@ use crate::{
 #[classifier]
 pub fn to_netdev(ctx: TcContext) -> i32 {
     let verdict = try_to_netdev(&ctx);
-    verdict::finish(&ctx, verdict)
+    verdict::finish(&ctx, Hook::ToNetdev, verdict)
 }
 
 fn try_to_netdev(ctx: &TcContext) -> Verdict {

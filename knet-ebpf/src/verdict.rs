@@ -1,13 +1,17 @@
 //! How a program ends: every packet is counted once, under the verdict or
-//! drop reason that decided it, after the decision took effect.
+//! drop reason that decided it, after the decision took effect; a drop
+//! also reports an event (`drop_events`).
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
     programs::TcContext,
 };
-use knet_common::Stat;
+use knet_common::{drop_event::Hook, Stat};
 
-use crate::raw::{maps, packet};
+use crate::{
+    diag, drop_events,
+    raw::{maps, packet},
+};
 
 pub(crate) enum Verdict {
     /// Hand the packet to the host stack.
@@ -21,9 +25,10 @@ pub(crate) enum Verdict {
     },
 }
 
-/// Counts the verdict and turns it into the TC return code.
+/// Counts the verdict of the program at `hook` and turns it into the TC
+/// return code.
 #[inline(always)]
-pub(crate) fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
+pub(crate) fn finish(ctx: &TcContext, hook: Hook, verdict: Verdict) -> i32 {
     let len = packet::len(ctx);
     match verdict {
         Verdict::Pass(stat) => {
@@ -31,16 +36,25 @@ pub(crate) fn finish(ctx: &TcContext, verdict: Verdict) -> i32 {
             TC_ACT_OK
         }
         Verdict::Drop(reason) => {
-            maps::count(reason, len);
-            TC_ACT_SHOT
+            if reason == Stat::DropResizeFailed {
+                diag::resize_failed(ctx, packet::ifindex(ctx), len);
+            }
+            dropped(ctx, hook, reason, len)
         }
         Verdict::Redirect { stat, ret } if ret == TC_ACT_REDIRECT => {
             maps::count(stat, len);
             ret
         }
-        Verdict::Redirect { .. } => {
-            maps::count(Stat::DropRedirectFailed, len);
-            TC_ACT_SHOT
+        Verdict::Redirect { ret, .. } => {
+            diag::redirect_failed(ctx, packet::ifindex(ctx), ret);
+            dropped(ctx, hook, Stat::DropRedirectFailed, len)
         }
     }
+}
+
+#[inline(always)]
+fn dropped(ctx: &TcContext, hook: Hook, reason: Stat, len: u32) -> i32 {
+    maps::count(reason, len);
+    drop_events::report(ctx, hook as u32, reason.slot(), len);
+    TC_ACT_SHOT
 }

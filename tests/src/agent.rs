@@ -350,7 +350,7 @@ impl Agent {
         self.get("/v1/node")
     }
 
-    /// Runs `knet-agent SUBCOMMAND ARGS --api-socket S --pin-dir P` in the
+    /// Runs `knet-agent SUBCOMMAND ARGS --api-socket S --bpf-pin-dir P` in the
     /// node's network namespace (and the host's mount namespace, where the
     /// pins are), as an operator on the node would; bounded by `timeout`.
     /// Works whether the agent runs or not.
@@ -364,7 +364,7 @@ impl Agent {
             .args(args)
             .arg("--api-socket")
             .arg(&self.socket)
-            .arg("--pin-dir")
+            .arg("--bpf-pin-dir")
             .arg(&self.pin_dir)
             .output()
             .context("cannot run knet-agent")

@@ -2,9 +2,11 @@
 //! `BPF_PROG_TEST_RUN`, its maps filled by the test: the engine under the
 //! packet table (`tests/tests/packet_table`).
 //!
-//! The maps are pinned in a directory of this run's own under
-//! `/sys/fs/bpf` (without one aya would pin them in `/sys/fs/bpf`
-//! itself), removed on drop, also when a test panics.
+//! The maps are BTF maps, pinned only where a loader names them (the
+//! agent does); a map that asked to be pinned by name would go to a
+//! directory of this run's own under `/sys/fs/bpf` (without one aya would
+//! pin it in `/sys/fs/bpf` itself), removed on drop, also when a test
+//! panics. Each run also returns the drop events it put in the ring.
 
 use std::{
     mem::{offset_of, size_of},
@@ -14,11 +16,12 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions},
     Ebpf, EbpfLoader,
 };
 use knet_common::{
+    drop_event::DropEvent,
     ipv4_key, map_names,
     node::{DataplaneConfig, NodeInfo, NodeSubnet},
     program_names, Counter, Endpoint, STAT_SLOTS,
@@ -131,6 +134,8 @@ pub struct Run {
     pub result: std::result::Result<Output, std::io::Error>,
     /// The `STATS` slots that moved (summed over CPUs): (slot, increase).
     pub moved: Vec<(u32, Counter)>,
+    /// The drop events the run put in `DROP_EVENTS`.
+    pub events: Vec<DropEvent>,
 }
 
 #[derive(Debug)]
@@ -205,6 +210,9 @@ impl TestDataplane {
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
         let mut rate: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map_mut(map_names::ICMP_RATE)?)?;
         rate.set(0, PerCpuValues::try_from(vec![maps.icmp_tat; cpus])?, 0)?;
+        // A full burst of drop events for every row.
+        let mut events: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map_mut(map_names::DROP_EVENT_RATE)?)?;
+        events.set(0, PerCpuValues::try_from(vec![0; cpus])?, 0)?;
         Ok(())
     }
 
@@ -221,6 +229,7 @@ impl TestDataplane {
         // Room for any growth (VXLAN adds 50 bytes).
         let mut data_out = vec![0u8; frame.len() + 256];
 
+        self.drop_events()?;
         let before = self.stats()?;
         let ran = prog.test_run(TestRunOptions {
             data_in: Some(frame),
@@ -230,6 +239,7 @@ impl TestDataplane {
             ..TestRunOptions::default()
         });
         let after = self.stats()?;
+        let events = self.drop_events()?;
         let moved = (0..STAT_SLOTS)
             .zip(before.iter().zip(&after))
             .filter(|(_, (b, a))| b != a)
@@ -254,7 +264,18 @@ impl TestDataplane {
             Err(ProgramError::SyscallError(e)) => Err(e.io_error),
             Err(e) => return Err(e.into()),
         };
-        Ok(Run { result, moved })
+        Ok(Run { result, moved, events })
+    }
+
+    /// The drop events waiting in the ring, taken out of it.
+    fn drop_events(&self) -> Result<Vec<DropEvent>> {
+        let map = self.ebpf.map(map_names::DROP_EVENTS).context("no DROP_EVENTS map")?;
+        let mut ring = RingBuf::try_from(map)?;
+        let mut events = Vec::new();
+        while let Some(item) = ring.next() {
+            events.push(DropEvent::decode(&item).with_context(|| format!("a drop event of {} bytes", item.len()))?);
+        }
+        Ok(events)
     }
 
     /// Every `STATS` slot, summed over CPUs.

@@ -25,6 +25,13 @@ fn ebpf_into(tc: &EbpfToolchain, target_dir: &str, env: &[(&str, &str)]) -> Resu
         .current_dir(root())
         .env("CARGO_TARGET_DIR", root().join(target_dir))
         .envs(env.iter().copied())
+        // BTF from the debug info (bpf-linker's `--btf`), so the kernel
+        // knows every program's functions and lines and `bpftool prog
+        // show` lists each with its BTF. Debug info for every crate, core
+        // and the dependencies included: a function in `.text` without it
+        // gets no func_info, and the kernel refuses the program (aya issue
+        // 1649). Only the BPF target gets the flags.
+        .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
         .args([
             "build",
             "--package",

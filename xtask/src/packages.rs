@@ -24,6 +24,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("tcpdump", "tcpdump"),
     ("ethtool", "ethtool"),
+    // The drop events test checks what bpftool lists of the programs.
+    ("bpftool", "bpftool"),
     ("bridge", "iproute2"),
     // The libcni driver of the tests (tests/libcni), built offline in
     // GOPATH mode against Debian's libcni source.

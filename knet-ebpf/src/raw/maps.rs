@@ -1,54 +1,74 @@
 //! Every map the programs use, each wrapped once. Names and layouts come
-//! from `knet-common`; the node and endpoint maps and the counters are
-//! pinned by name so that they outlive an agent restart.
+//! from `knet-common`; the node and endpoint maps, the counters and the
+//! drop events are pinned by the agent (`knet-agent/src/pinned_maps.rs`
+//! names them) so that they outlive an agent restart. They are BTF maps
+//! (`.maps`): the kernel then knows their key and value types, and
+//! `bpftool map dump` prints entries as structs.
 
 use crate::icmp::TunnelledError;
 use aya_ebpf::{
-    macros::map,
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+    macros::btf_map,
 };
 use knet_common::{
+    drop_event::{DropEvent, DropEventCounts, DROP_EVENT_LIMIT, DROP_EVENT_RING_BYTES},
     endpoint::MAX_ENDPOINTS,
-    icmp::icmp_allowed,
+    icmp::ICMP_LIMIT,
     node::{DataplaneConfig, NodeInfo, NodeSubnet, LPM_FLAGS, MAX_NODES, MODE_LOCAL_ONLY},
     peer::{PeerCounters, MAX_PEERS, PEER_STATS_FLAGS},
+    rate::RateLimit,
     Counter, Endpoint, Stat, STAT_SLOTS,
 };
 
 /// Local pod IPv4 address (wire order, see `knet_common::ipv4_key`) -> how
 /// to deliver to it.
-#[map(name = "ENDPOINTS")]
-static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+#[btf_map]
+static ENDPOINTS: HashMap<u32, Endpoint, { MAX_ENDPOINTS as usize }> = HashMap::new();
 
 /// Pod subnet of every node -> the node's underlay address.
-#[map(name = "NODE_SUBNETS")]
-static NODE_SUBNETS: LpmTrie<u32, NodeSubnet> = LpmTrie::pinned(MAX_NODES, LPM_FLAGS);
+#[btf_map]
+static NODE_SUBNETS: LpmTrie<u32, NodeSubnet, { MAX_NODES as usize }, { LPM_FLAGS as usize }> = LpmTrie::new();
 
 /// Underlay address of every known node: the tunnel sources accepted.
-#[map(name = "NODES")]
-static NODES: HashMap<u32, NodeInfo> = HashMap::pinned(MAX_NODES, 0);
+#[btf_map]
+static NODES: HashMap<u32, NodeInfo, { MAX_NODES as usize }> = HashMap::new();
 
 /// This node's data path settings, slot 0.
-#[map(name = "CONFIG")]
-static CONFIG: Array<DataplaneConfig> = Array::pinned(1, 0);
+#[btf_map]
+static CONFIG: Array<DataplaneConfig, 1> = Array::new();
 
 /// Per-CPU packet and byte counters, indexed by `knet_common::Stat`.
-#[map(name = "STATS")]
-static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STAT_SLOTS, 0);
+#[btf_map]
+static STATS: PerCpuArray<Counter, { STAT_SLOTS as usize }> = PerCpuArray::new();
 
 /// Per-CPU tunnel counters per peer node (underlay address, wire order);
-/// the agent removes a peer's entry when the peer leaves.
-#[map(name = "PEER_STATS")]
-static PEER_STATS: PerCpuHashMap<u32, PeerCounters> = PerCpuHashMap::pinned(MAX_PEERS, PEER_STATS_FLAGS);
+/// the agent removes a peer's entry when the peer leaves. Not
+/// preallocated (`PEER_STATS_FLAGS`): entries come and go with peers.
+#[btf_map]
+static PEER_STATS: PerCpuHashMap<u32, PeerCounters, { MAX_PEERS as usize }, { PEER_STATS_FLAGS as usize }> =
+    PerCpuHashMap::new();
 
-/// Per-CPU state of the ICMP error rate limit (see `icmp_allowed`).
-#[map(name = "ICMP_RATE")]
-static ICMP_RATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU state of the ICMP error rate limit (see `RateLimit`).
+#[btf_map]
+static ICMP_RATE: PerCpuArray<u64, 1> = PerCpuArray::new();
+
+/// One `DropEvent` per dropped packet the rate limit lets through; pinned
+/// so that `knet-agent monitor` reads it with or without a running agent.
+#[btf_map]
+static DROP_EVENTS: RingBuf<DropEvent, { DROP_EVENT_RING_BYTES as usize }> = RingBuf::new();
+
+/// Per drop reason and CPU: what became of each drop's event.
+#[btf_map(name = "DROP_EVT_STATS")]
+static DROP_EVENT_STATS: PerCpuArray<DropEventCounts, { STAT_SLOTS as usize }> = PerCpuArray::new();
+
+/// Per-CPU state of the drop event rate limit.
+#[btf_map]
+static DROP_EVENT_RATE: PerCpuArray<u64, 1> = PerCpuArray::new();
 
 /// Per-CPU room to build a tunnelled ICMP error in (too big for the stack
 /// beside `from_netdev`'s frame).
-#[map(name = "ICMP_SCRATCH")]
-static ICMP_SCRATCH: PerCpuArray<TunnelledError> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map]
+static ICMP_SCRATCH: PerCpuArray<TunnelledError, 1> = PerCpuArray::new();
 
 /// This CPU's tunnelled-error scratch space.
 #[inline(always)]
@@ -69,7 +89,7 @@ pub(crate) fn endpoint(ip: u32) -> Option<Endpoint> {
 /// The node subnet containing `ip`, longest prefix first.
 #[inline(always)]
 pub(crate) fn node_subnet(ip: u32) -> Option<NodeSubnet> {
-    NODE_SUBNETS.get(Key::new(32, ip)).copied()
+    NODE_SUBNETS.get(&Key::new(32, ip)).copied()
 }
 
 /// Whether `ip` is the underlay address of a known node.
@@ -150,12 +170,23 @@ pub(crate) fn count_peer(peer: u32, direction: PeerDirection, bytes: u32) {
 /// if the limit refuses it.
 #[inline(always)]
 pub(crate) fn take_icmp_token(now: u64) -> bool {
-    let Some(tat) = ICMP_RATE.get_ptr_mut(0) else {
+    take_token(&ICMP_RATE, ICMP_LIMIT, now)
+}
+
+/// Takes one drop event from this CPU's rate limit at `now` (ns).
+#[inline(always)]
+pub(crate) fn take_drop_event_token(now: u64) -> bool {
+    take_token(&DROP_EVENT_RATE, DROP_EVENT_LIMIT, now)
+}
+
+#[inline(always)]
+fn take_token(state: &PerCpuArray<u64, 1>, limit: RateLimit, now: u64) -> bool {
+    let Some(tat) = state.get_ptr_mut(0) else {
         return false;
     };
     // SAFETY: a per-CPU slot from a successful lookup, as in `count`.
     unsafe {
-        match icmp_allowed(*tat, now) {
+        match limit.allowed(*tat, now) {
             Some(next) => {
                 *tat = next;
                 true
@@ -163,4 +194,18 @@ pub(crate) fn take_icmp_token(now: u64) -> bool {
             None => false,
         }
     }
+}
+
+/// This CPU's event counts for the drop reason in `slot`.
+#[inline(always)]
+pub(crate) fn drop_event_counts(slot: u32) -> Option<&'static mut DropEventCounts> {
+    // SAFETY: a per-CPU slot from a successful lookup, as in `count`; the
+    // reference does not outlive the program's run.
+    DROP_EVENT_STATS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+}
+
+/// Puts `event` into the ring; `false` if the ring is full.
+#[inline(always)]
+pub(crate) fn send_drop_event(event: &DropEvent) -> bool {
+    DROP_EVENTS.output(event, 0).is_ok()
 }

@@ -1,10 +1,14 @@
 //! A row of the packet table and how it is checked: the TC return code,
 //! the redirect target left in `cb`, the one `STATS` slot that moved (by
-//! one packet of the final length), and the frame that came out.
+//! one packet of the final length), the frame that came out, and the drop
+//! event of a dropped one (none of any other).
 
 use std::net::Ipv4Addr;
 
-use knet_common::{ipv4_key, Stat};
+use knet_common::{
+    drop_event::{DropEvent, Hook},
+    ipv4_key, Stat,
+};
 use knet_tests::{
     frames,
     test_run::{Maps, Program, Skb, TestDataplane, CB_UNTOUCHED},
@@ -103,6 +107,7 @@ pub fn check(dataplane: &TestDataplane, row: &Row) -> anyhow::Result<(Option<Sta
         Expect::Drop(stat, out) => (stat, TC_ACT_SHOT, None, out),
         Expect::Redirect(stat, target, out) => (stat, TC_ACT_REDIRECT, Some(target), out),
     };
+    let events = run.events;
     let output = match run.result {
         Ok(output) => output,
         Err(e) => {
@@ -139,12 +144,65 @@ pub fn check(dataplane: &TestDataplane, row: &Row) -> anyhow::Result<(Option<Sta
             problems.push(format!("counters moved: [{}], expected {stat:?} +1", names.join(", ")));
         }
     }
+    match (&row.expect, events.as_slice()) {
+        (Expect::Drop(..), [event]) => problems.extend(event_problems(event, *stat, row, &output.frame)),
+        (Expect::Drop(..), events) => problems.push(format!("{} drop events, expected one: {events:?}", events.len())),
+        (_, []) => {}
+        (_, events) => problems.push(format!("drop events for a packet not dropped: {events:?}")),
+    }
     let expected = match out {
         Out::Same => Expected { bytes: row.frame.clone(), random: Vec::new() },
         Out::Is(e) => e.clone(),
     };
     problems.extend(compare_frames(&expected, &output.frame));
     Ok((produced, problems))
+}
+
+/// How the drop event of `row` differs from the dropped `frame`, read
+/// here from its bytes (RFC 791 offsets), not from the programs' structs.
+fn event_problems(event: &DropEvent, stat: Stat, row: &Row, frame: &[u8]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut differs = |what: &str, got: String, want: String| {
+        if got != want {
+            problems.push(format!("drop event {what} {got}, expected {want}"));
+        }
+    };
+    differs("reason", format!("{:?}", event.stat()), format!("{:?}", Some(stat)));
+    differs(
+        "hook",
+        format!("{:?}", Hook::from_u8(event.hook).map(Hook::name)),
+        format!("{:?}", Some(row.program.name())),
+    );
+    differs("ifindex", event.ifindex.to_string(), row.skb.ifindex.max(1).to_string());
+    differs("length", event.len.to_string(), frame.len().to_string());
+    let ethertype = frame.get(12..14).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    differs("ethertype", format!("{:#06x}", event.ethertype), format!("{ethertype:#06x}"));
+    let ip =
+        frame.get(frames::ETH_LEN..frames::ETH_LEN + 20).filter(|h| ethertype == frames::ETH_IPV4 && h[0] >> 4 == 4);
+    let Some(ip) = ip else {
+        differs("IPv4 flag", event.has_ipv4().to_string(), false.to_string());
+        return problems;
+    };
+    let addr = |a: u32| Ipv4Addr::from(a.to_ne_bytes());
+    differs("source", addr(event.src).to_string(), Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]).to_string());
+    differs("destination", addr(event.dst).to_string(), Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]).to_string());
+    differs("protocol", event.protocol.to_string(), ip[9].to_string());
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let later_fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0;
+    let ports = [6, 17]
+        .contains(&ip[9])
+        .then_some(())
+        .filter(|()| !later_fragment && header_len >= 20)
+        .and_then(|()| frame.get(frames::ETH_LEN + header_len..frames::ETH_LEN + header_len + 4));
+    match ports {
+        Some(p) => differs(
+            "ports",
+            format!("{:?}", event.has_ports().then_some((event.src_port, event.dst_port))),
+            format!("{:?}", Some((u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))),
+        ),
+        None => differs("ports flag", event.has_ports().to_string(), false.to_string()),
+    }
+    problems
 }
 
 /// Every difference of `got` from `expected`, random fields masked and
