@@ -335,7 +335,11 @@ impl InspectReport {
                 let drops = self.section == Section::Drops;
                 writeln!(o, "STATS{}:", if drops { " (drops)" } else { "" }).unwrap();
                 for s in p.stats.iter().filter(|s| !drops || (s.drop && s.packets > 0)) {
-                    writeln!(o, "  {:<32} {:>14} packets {:>18} bytes", s.name, s.packets, s.bytes).unwrap();
+                    write!(o, "  {:<32} {:>14} packets {:>18} bytes", s.name, s.packets, s.bytes).unwrap();
+                    match knet_common::Stat::from_name(&s.name).filter(|_| drops) {
+                        Some(stat) => writeln!(o, "  {}", stat.explain()).unwrap(),
+                        None => writeln!(o).unwrap(),
+                    }
                 }
             }
             Section::Links => {

@@ -8,6 +8,7 @@ use knet_agent::{
     config::Mode,
     operator::{InspectReport, StatusReport},
 };
+use knet_common::Stat;
 use knet_tests::{
     cluster::{node_address, node_name, pod_cidr, Cluster},
     traffic, Agent,
@@ -96,6 +97,16 @@ fn status_and_inspect_are_right_with_the_agent_running_and_stopped() {
     assert_eq!((code, st.disagreements.len()), (0, 0), "{:?}", st.disagreements);
     let pinned_tunnelled = st.pinned.stats.iter().find(|c| c.name == "redirect_tunnel").map_or(0, |c| c.packets);
     assert!(pinned_tunnelled >= tunnelled, "{pinned_tunnelled} < {tunnelled}");
+
+    // A drop, as `inspect drops` explains it: an address of the node's own
+    // pod subnet that no pod has.
+    let nobody = std::net::Ipv4Addr::new(10, 244, 0, 250);
+    assert!(!traffic::ping_once(&c.pods[0][0].ns, nobody));
+    let (code, drops) = run(agent, &["inspect", "drops"]);
+    assert_eq!(code, 0, "{drops}");
+    let line = drops.lines().find(|l| l.contains("drop_no_endpoint")).unwrap_or_else(|| panic!("{drops}"));
+    assert!(line.contains(Stat::DropNoEndpoint.explain()), "{line}");
+    assert!(!drops.contains("redirect_tunnel"), "inspect drops shows more than drops: {drops}");
 
     // An entry taken out of the map behind the agent's back is named.
     let gone = c.pods[0][0].ip;
