@@ -80,8 +80,19 @@ fn promtool_check(text: &str) {
     assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\non:\n{text}");
 }
 
+/// The counters as `knet-agent inspect stats --json` reads them from the
+/// pins, in `Stat::ALL`'s order.
+fn inspect_stats(agent: &Agent) -> Vec<knet_agent::api::StatEntry> {
+    let out = agent.cli(&["inspect", "stats", "--json"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "inspect stats: {text} {}", String::from_utf8_lossy(&out.stderr));
+    let report: knet_agent::operator::InspectReport =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("inspect stats --json: {e}: {text}"));
+    report.pinned.stats
+}
+
 #[test]
-fn counters_move_with_cross_node_traffic_match_the_stats_api_and_pass_promtool() {
+fn counters_move_with_cross_node_traffic_match_inspect_and_the_stats_api_and_pass_promtool() {
     let c = Cluster::new(2, 1, Mode::Vxlan).unwrap();
     let (a, b) = (&c.pods[0][0], &c.pods[1][0]);
     let before: Vec<_> = c.agents.iter().map(|agent| samples(&scrape(agent))).collect();
@@ -107,18 +118,22 @@ fn counters_move_with_cross_node_traffic_match_the_stats_api_and_pass_promtool()
         }
     }
 
-    // The counters are the kernel's, read at the scrape: between two reads
-    // of /v1/stats (the same maps) on a quiet cluster.
+    // The counters are the kernel's, read at the scrape: between what
+    // `knet-agent inspect stats` reads from the pins just before and what
+    // /v1/stats (the agent's own handles) says just after, on a quiet
+    // cluster.
     for agent in &c.agents {
-        let first = agent.stats().unwrap();
+        let first = inspect_stats(agent);
         let text = scrape(agent);
         let last = agent.stats().unwrap();
         let m = samples(&text);
-        for ((stat, lo), (_, hi)) in first.iter().zip(&last) {
+        assert_eq!(first.len(), last.len(), "inspect and the API list other counters");
+        for (lo, (stat, hi)) in first.iter().zip(&last) {
+            assert_eq!(lo.name, stat.name());
             let (packets, bytes) = (value(&m, &packets_series(*stat)), value(&m, &bytes_series(*stat)));
             assert!(
                 lo.packets as f64 <= packets && packets <= hi.packets as f64,
-                "{}: /metrics {packets} packets, /v1/stats {} then {}",
+                "{}: inspect {} packets, /metrics {packets}, /v1/stats {}",
                 stat.name(),
                 lo.packets,
                 hi.packets
