@@ -142,6 +142,8 @@ impl Shown {
             Some(p) => p.clone(),
             None => format!("ethertype {}", self.ethertype),
         };
+        // `xx drop (reason)`: how `cilium monitor` starts a drop's line,
+        // so its readers (and their greps) find it where they look.
         format!(
             "{} xx drop ({}: {}) {} -> {} {} {} bytes on {} ({} {})",
             self.time,
