@@ -76,6 +76,23 @@ pub struct PeerTraffic {
     pub rx_bytes: u64,
 }
 
+/// `PEER_STATS`, summed over CPUs, by peer address.
+pub fn peer_traffic(maps: &PinnedMaps) -> Result<Vec<PeerTraffic>> {
+    let mut peers: Vec<PeerTraffic> = maps
+        .peer_counters()?
+        .into_iter()
+        .map(|(node_ip, c)| PeerTraffic {
+            node_ip,
+            tx_packets: c.tx.packets,
+            tx_bytes: c.tx.bytes,
+            rx_packets: c.rx.packets,
+            rx_bytes: c.rx.bytes,
+        })
+        .collect();
+    peers.sort_by_key(|p| p.node_ip);
+    Ok(peers)
+}
+
 impl PinnedState {
     /// Reads every pinned map and link under `pin_dir`; names devices
     /// through `netlink` (this network namespace's).
@@ -98,18 +115,7 @@ impl PinnedState {
         }
         endpoints.sort_by_key(|e| e.ip);
         let stats = maps.stats()?.into_iter().map(StatEntry::from).collect();
-        let mut peers: Vec<PeerTraffic> = maps
-            .peer_counters()?
-            .into_iter()
-            .map(|(node_ip, c)| PeerTraffic {
-                node_ip,
-                tx_packets: c.tx.packets,
-                tx_bytes: c.tx.bytes,
-                rx_packets: c.rx.packets,
-                rx_bytes: c.rx.bytes,
-            })
-            .collect();
-        peers.sort_by_key(|p| p.node_ip);
+        let peers = peer_traffic(&maps)?;
         let node_maps = maps.node_maps();
         let config = node_maps.config()?;
         let mut subnets: Vec<PinnedSubnet> = node_maps

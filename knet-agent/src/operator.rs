@@ -14,7 +14,7 @@ use crate::{
     api::{client::Client, NodeView, ProgramId, StatEntry},
     cluster::NodeSpec,
     config::Mode,
-    dataplane::Dataplane,
+    dataplane::{Dataplane, PinnedMaps},
     endpoints::Endpoint,
     host::Netlink,
     inspect::{self, AgentReport, PeerTraffic, PinnedState},
@@ -110,7 +110,7 @@ fn attach_points(ifnames: impl IntoIterator<Item = String>) -> Vec<AttachPoint> 
             let programs = Dataplane::tcx_ingress_programs(&ifname).ok()?;
             let programs = programs
                 .into_iter()
-                .map(|(name, id, tag)| AttachedProgram { name, id: ProgramId { id, tag: format!("{tag:016x}") } })
+                .map(|(name, id, tag)| AttachedProgram { name, id: ProgramId::new(id, tag) })
                 .collect();
             Some(AttachPoint { ifname, programs })
         })
@@ -130,9 +130,9 @@ pub async fn status(socket: &Path, pin_dir: &Path) -> Result<StatusReport> {
         Ok((report, node)) => {
             let cluster = report.cluster;
             let local = cluster.local.as_ref().map(|l| l.name.clone());
-            // The counters are the kernel's, read from the pins; a pin
-            // directory this command cannot read costs only the counters.
-            let traffic = PinnedState::read(pin_dir, &netlink).await.map(|p| p.peers).unwrap_or_default();
+            // The counters are the kernel's, read from their pin alone; a
+            // pin this command cannot read costs only the counters.
+            let traffic = PinnedMaps::open(pin_dir).and_then(|m| inspect::peer_traffic(&m)).unwrap_or_default();
             let others = cluster.nodes.iter().filter(|n| Some(&n.name) != local.as_ref()).cloned();
             let peers = with_traffic(others, &traffic);
             let devices = cluster.underlay.iter().cloned().chain(report.endpoints.iter().map(|e| e.host_veth.clone()));

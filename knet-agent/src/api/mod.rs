@@ -87,6 +87,14 @@ pub struct ProgramId {
     pub tag: String,
 }
 
+impl ProgramId {
+    /// A program's kernel id and tag (the hash of its code), the tag as
+    /// bpftool prints it.
+    pub fn new(id: u32, tag: u64) -> Self {
+        ProgramId { id, tag: format!("{tag:016x}") }
+    }
+}
+
 /// This node as a CNI plugin needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeView {

@@ -141,10 +141,7 @@ async fn link_programs(UrlPath(ifname): UrlPath<String>) -> Result<impl IntoResp
         Dataplane::tcx_ingress_programs(&ifname).map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{e:#}")))?;
     Ok(Json(LinkPrograms {
         tcx_ingress: programs.iter().map(|(name, _, _)| name.clone()).collect(),
-        tcx_ingress_ids: programs
-            .iter()
-            .map(|(_, id, tag)| ProgramId { id: *id, tag: format!("{tag:016x}") })
-            .collect(),
+        tcx_ingress_ids: programs.iter().map(|(_, id, tag)| ProgramId::new(*id, *tag)).collect(),
     }))
 }
 
