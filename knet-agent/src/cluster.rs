@@ -7,11 +7,18 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::mac::MacAddr;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeSpec {
     pub name: String,
     pub underlay_ip: Ipv4Addr,
     pub pod_cidr: Ipv4Net,
+    /// The node's VXLAN MAC as it publishes it (flannel's `VtepMAC`): the
+    /// inner destination of frames sent to it. `None` when its source does
+    /// not say (a knet peer, whose decapsulation ignores the inner MAC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<MacAddr>,
 }
 
 /// A set of nodes no two of which clash, keyed by name.
@@ -163,7 +170,12 @@ mod tests {
     }
 
     fn n(name: &str, ip: &str, cidr: &str) -> NodeSpec {
-        NodeSpec { name: name.into(), underlay_ip: ip.parse().unwrap(), pod_cidr: cidr.parse().unwrap() }
+        NodeSpec {
+            name: name.into(),
+            underlay_ip: ip.parse().unwrap(),
+            pod_cidr: cidr.parse().unwrap(),
+            vtep_mac: None,
+        }
     }
 
     fn good() -> Vec<NodeSpec> {
@@ -217,7 +229,7 @@ mod tests {
             .map(|i| {
                 let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 1)) + i);
                 let net = Ipv4Net::new(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + (i << 8)), 24).unwrap();
-                NodeSpec { name: format!("node-{i}"), underlay_ip: ip, pod_cidr: net }
+                NodeSpec { name: format!("node-{i}"), underlay_ip: ip, pod_cidr: net, vtep_mac: None }
             })
             .collect();
         assert_eq!(NodeSet::validate(nodes).unwrap().len(), 10_000);

@@ -318,6 +318,7 @@ mod tests {
                 name: n.to_string(),
                 underlay_ip: ip.parse().unwrap(),
                 pod_cidr: c.parse().unwrap(),
+                vtep_mac: None,
             })
             .collect();
         ClusterView {

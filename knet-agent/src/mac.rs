@@ -13,6 +13,15 @@ impl MacAddr {
     pub fn is_valid_unicast(self) -> bool {
         self.0[0] & 0x01 == 0 && self.0 != [0; 6]
     }
+
+    /// This node's VXLAN MAC (its VTEP MAC), published for peers to put as
+    /// the inner destination: locally administered, `02:6b` ('k') then the
+    /// underlay address, so it is stable across restarts and reinstalls
+    /// and unique wherever underlay addresses are.
+    pub fn vtep_for(underlay: std::net::Ipv4Addr) -> MacAddr {
+        let [a, b, c, d] = underlay.octets();
+        MacAddr([0x02, 0x6b, a, b, c, d])
+    }
 }
 
 impl fmt::Display for MacAddr {
@@ -76,6 +85,14 @@ mod tests {
         ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn vtep_mac_is_stable_unicast_and_names_the_node() {
+        let mac = MacAddr::vtep_for("192.168.77.10".parse().unwrap());
+        assert_eq!(mac.to_string(), "02:6b:c0:a8:4d:0a");
+        assert!(mac.is_valid_unicast());
+        assert_ne!(mac, MacAddr::vtep_for("192.168.77.11".parse().unwrap()));
     }
 
     #[test]

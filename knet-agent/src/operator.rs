@@ -157,6 +157,7 @@ pub async fn status(socket: &Path, pin_dir: &Path) -> Result<StatusReport> {
                 name: "?".into(),
                 underlay_ip: s.node_ip,
                 pod_cidr: s.subnet,
+                vtep_mac: None,
             });
             let peers = with_traffic(others, &pinned.peers);
             let underlay =

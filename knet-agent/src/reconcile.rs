@@ -412,7 +412,7 @@ mod tests {
     }
 
     fn node(name: &str, addr: &str, net: &str) -> NodeSpec {
-        NodeSpec { name: name.into(), underlay_ip: ip(addr), pod_cidr: cidr(net) }
+        NodeSpec { name: name.into(), underlay_ip: ip(addr), pod_cidr: cidr(net), vtep_mac: None }
     }
 
     fn set(nodes: &[NodeSpec]) -> NodeSet {

@@ -48,6 +48,7 @@ fn view() -> ClusterView {
         name: name.into(),
         underlay_ip: Ipv4Addr::from(ip),
         pod_cidr: cidr.parse().unwrap(),
+        vtep_mac: None,
     };
     ClusterView {
         mode: Mode::Vxlan,

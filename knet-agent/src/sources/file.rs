@@ -45,7 +45,7 @@ pub fn parse(text: &str, me: &str) -> Result<NodeSet, NodeFileError> {
         let underlay_ip: Ipv4Addr =
             ip.parse().map_err(|_| err(line, format!("underlay IP {ip:?} is not an IPv4 address")))?;
         let pod_cidr = parse_pod_cidr(cidr).map_err(|e| err(line, e.to_string()))?;
-        nodes.push(NodeSpec { name: name.to_string(), underlay_ip, pod_cidr });
+        nodes.push(NodeSpec { name: name.to_string(), underlay_ip, pod_cidr, vtep_mac: None });
         lines.push(line);
     }
     let set = NodeSet::validate(nodes).map_err(|e| {

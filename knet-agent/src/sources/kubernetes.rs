@@ -81,7 +81,7 @@ pub fn node_spec(node: &Node) -> Result<NodeSpec, Skipped> {
         .filter(|a| a.type_ == "InternalIP")
         .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
         .ok_or(Skipped::NoInternalIp)?;
-    Ok(NodeSpec { name, underlay_ip, pod_cidr })
+    Ok(NodeSpec { name, underlay_ip, pod_cidr, vtep_mac: None })
 }
 
 /// The nodes seen so far, by name, each usable or skipped with a reason.
