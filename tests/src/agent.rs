@@ -55,6 +55,10 @@ pub struct InCluster {
 /// its files removed on drop.
 pub struct Agent {
     child: Option<Child>,
+    /// The binary, taken from `KNET_AGENT_BIN` when the agent was first
+    /// started: a restart runs the same build (the bench compares builds
+    /// by starting each one's agents under its own `KNET_AGENT_BIN`).
+    bin: PathBuf,
     /// Run as a pod is: the API server's address in the environment and
     /// the service account's files at their in-cluster path.
     in_cluster: Option<InCluster>,
@@ -91,7 +95,7 @@ impl Agent {
         extra_config: &str,
         in_cluster: Option<InCluster>,
     ) -> Result<Self> {
-        agent_binary()?;
+        let bin = agent_binary()?;
         let name = unique_name("agent");
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir)?;
@@ -112,6 +116,7 @@ impl Agent {
         )?;
         let mut agent = Agent {
             child: None,
+            bin,
             in_cluster,
             netns: node.name().to_string(),
             dir,
@@ -129,7 +134,7 @@ impl Agent {
     /// DaemonSet with /sys/fs/bpf mounted from the host does), so its pins
     /// outlive it, as they must for a restart.
     fn spawn(&mut self) -> Result<()> {
-        let bin = agent_binary()?;
+        let bin = self.bin.clone();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut command = Command::new("nsenter");
         command.arg(format!("--net=/run/netns/{}", self.netns));
@@ -355,12 +360,11 @@ impl Agent {
     /// pins are), as an operator on the node would; bounded by `timeout`.
     /// Works whether the agent runs or not.
     pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
-        let bin = agent_binary()?;
         Command::new("timeout")
             .arg("30")
             .arg("nsenter")
             .arg(format!("--net=/run/netns/{}", self.netns))
-            .arg(&bin)
+            .arg(&self.bin)
             .args(args)
             .arg("--api-socket")
             .arg(&self.socket)

@@ -306,26 +306,9 @@ impl KnetNetwork {
     /// namespace), under a unique container ID. The pod as the result
     /// describes it, with a guard that DELs it on drop.
     pub fn add_pod(&self, role: &str) -> Result<CniPod> {
-        let ns = Netns::new(role)?;
-        let container_id = unique_name(&format!("ctr-{role}"));
-        let out = self.add(&container_id, &ns)?;
-        let add_elapsed = out.elapsed;
-        if !out.success() {
-            bail!("CNI ADD of {role} failed ({:?}): {} {}", out.status, out.stdout.trim(), out.stderr.trim());
-        }
-        // From here on the guard DELs the pod if anything fails (it drops
-        // before `ns`).
-        let attachment = Attachment {
-            env: self.env("DEL", &container_id, Some(&ns)),
-            container_id,
-            result: out.json,
-            conf: self.conf(),
-            node_ns: self.node_ns.clone(),
-            plugin: self.plugin.clone(),
-            deleted: false,
-        };
+        let PluginPod { attachment, ns, ip, add_elapsed } =
+            add_through(&self.node_ns, &self.plugin, &self.conf(), role)?;
         let r = &attachment.result;
-        let ip = result_ip(r)?;
         let host_veth = result_host_veth(r)?;
         let mac = r["interfaces"][1]["mac"]
             .as_str()
@@ -351,6 +334,56 @@ impl KnetNetwork {
     pub fn files(&self) -> Vec<String> {
         files_under(&self.data_dir.0)
     }
+}
+
+/// A pod ADDed through any plugin: its namespace and first address. Field
+/// order is drop order: the attachment's CNI DEL runs while the namespace
+/// still exists.
+pub struct PluginPod {
+    pub attachment: Attachment,
+    pub ns: Netns,
+    pub ip: Ipv4Addr,
+    pub add_elapsed: Duration,
+}
+
+/// A new pod namespace ADDed through `plugin` with `conf`, run in the node's
+/// namespace exactly as a runtime runs it (`CNI_*` environment, `eth0`,
+/// the configuration on stdin), under a unique container ID; DELed on drop.
+/// For the reference plugins (`ptp`, `bridge`) as for knet's.
+pub fn add_through(node_ns: &str, plugin: &Path, conf: &Value, role: &str) -> Result<PluginPod> {
+    let ns = Netns::new(role)?;
+    let container_id = unique_name(&format!("ctr-{role}"));
+    let env = |command: &str| CniEnv {
+        command: command.into(),
+        container_id: container_id.clone(),
+        netns: Some(netns_path(&ns)),
+        ifname: "eth0".into(),
+        path: cni_path(plugin),
+    };
+    let out = exec(node_ns, plugin, &env("ADD"), conf.to_string().as_bytes())?;
+    let add_elapsed = out.elapsed;
+    if !out.success() {
+        bail!(
+            "CNI ADD of {role} through {} failed ({:?}): {} {}",
+            plugin.display(),
+            out.status,
+            out.stdout.trim(),
+            out.stderr.trim()
+        );
+    }
+    // From here on the guard DELs the pod if anything fails (it drops
+    // before `ns`).
+    let attachment = Attachment {
+        env: env("DEL"),
+        container_id: container_id.clone(),
+        result: out.json,
+        conf: conf.clone(),
+        node_ns: node_ns.to_string(),
+        plugin: plugin.to_path_buf(),
+        deleted: false,
+    };
+    let ip = result_ip(&attachment.result)?;
+    Ok(PluginPod { attachment, ns, ip, add_elapsed })
 }
 
 /// A pod added through the plugin. Field order is drop order: the

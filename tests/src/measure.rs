@@ -84,3 +84,64 @@ mod tests {
         assert!(u.rss_mib > 0.0 && u.peak_rss_mib >= u.rss_mib && u.fds >= 3, "{u:?}");
     }
 }
+
+/// Busy and total time of each CPU so far, from `/proc/stat`, in clock
+/// ticks. Busy is what the CPU spent on work: user, system, hard and soft
+/// interrupts. Niced user time (background builds on a shared machine),
+/// idle, iowait and steal are not counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuTimes {
+    /// (busy, total) per CPU, by CPU number.
+    pub per_cpu: Vec<(u64, u64)>,
+}
+
+impl CpuTimes {
+    pub fn now() -> Result<Self> {
+        let text = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+        Self::parse(&text).context("/proc/stat has no per-CPU lines")
+    }
+
+    /// The `cpuN user nice system idle iowait irq softirq steal ...` lines.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut per_cpu = Vec::new();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let Some(n) = words.next().and_then(|w| w.strip_prefix("cpu")).filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let n: usize = n.parse().ok()?;
+            let v: Vec<u64> = words.take(8).map(|w| w.parse().ok()).collect::<Option<_>>()?;
+            let [user, nice, system, idle, iowait, irq, softirq, steal] = v[..] else { return None };
+            if per_cpu.len() <= n {
+                per_cpu.resize(n + 1, (0, 0));
+            }
+            per_cpu[n] = (user + system + irq + softirq, user + nice + system + idle + iowait + irq + softirq + steal);
+        }
+        (!per_cpu.is_empty()).then_some(CpuTimes { per_cpu })
+    }
+
+    /// Busy seconds of `cpu` between `self` (earlier) and `later`.
+    pub fn busy_seconds_until(&self, later: &CpuTimes, cpu: usize) -> f64 {
+        let ticks = |t: &CpuTimes| t.per_cpu.get(cpu).map_or(0, |c| c.0);
+        ticks(later).saturating_sub(ticks(self)) as f64 / clock_ticks_per_second()
+    }
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn busy_time_leaves_out_idle_and_niced_work() {
+        let before =
+            "cpu  1 1 1 1 1 1 1 1 0 0\ncpu0 100 50 20 1000 5 1 4 0 0 0\ncpu1 10 0 10 900 0 0 0 0 0 0\nintr 5\n";
+        let after = "cpu  1 1 1 1 1 1 1 1 0 0\ncpu0 150 90 40 1010 5 2 9 0 0 0\ncpu1 10 0 10 1000 0 0 0 0 0 0\n";
+        let (a, b) = (CpuTimes::parse(before).unwrap(), CpuTimes::parse(after).unwrap());
+        assert_eq!(a.per_cpu[0], (125, 1180));
+        // 50 user + 20 system + 1 irq + 5 softirq ticks; nice's 40 are not ours.
+        assert!((a.busy_seconds_until(&b, 0) - 0.76).abs() < 1e-9);
+        assert_eq!(a.busy_seconds_until(&b, 1), 0.0);
+        assert_eq!(a.busy_seconds_until(&b, 7), 0.0, "a CPU that is not there did nothing");
+        assert!(CpuTimes::parse("intr 5\n").is_none());
+    }
+}

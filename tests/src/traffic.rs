@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{netns::Netns, wait};
+use crate::{measure::CpuTimes, netns::Netns, wait};
 
 /// Sends `count` echo requests from `from` to `to`; all must be answered.
 pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<()> {
@@ -132,6 +132,7 @@ fn start_iperf3(ns: &Netns, bind: Ipv4Addr, port: u16) -> Result<Server> {
 pub struct Latency {
     pub p50_us: f64,
     pub p99_us: f64,
+    pub p999_us: f64,
 }
 
 /// A sockperf TCP ping-pong from `client` to a server in `server_ns`.
@@ -152,14 +153,14 @@ pub fn sockperf(client: &Netns, server_ns: &Netns, server_ip: Ipv4Addr, seconds:
         .with_context(|| format!("sockperf {} -> {server_ip} printed no percentiles:\n{text}", client.name()))
 }
 
-/// The 50th and 99th percentiles of a sockperf ping-pong report.
+/// The 50th, 99th and 99.9th percentiles of a sockperf ping-pong report.
 pub fn parse_sockperf(text: &str) -> Option<Latency> {
     let percentile = |p: &str| {
         text.lines()
             .find(|l| l.contains(&format!("percentile {p} =")))
             .and_then(|l| l.rsplit('=').next()?.trim().parse::<f64>().ok())
     };
-    Some(Latency { p50_us: percentile("50.000")?, p99_us: percentile("99.000")? })
+    Some(Latency { p50_us: percentile("50.000")?, p99_us: percentile("99.000")?, p999_us: percentile("99.900")? })
 }
 
 /// What one iperf3 run measured.
@@ -169,6 +170,27 @@ pub struct Transfer {
     pub bits_per_second: f64,
     /// Bits per second of each one-second interval, in order.
     pub intervals: Vec<f64>,
+    /// With `IperfOptions::cpus`: the busy time of the two CPUs while the
+    /// client ran.
+    pub cpu: Option<CpuUse>,
+}
+
+/// Busy seconds of the client's and the server's CPU during a run: all the
+/// work the kernel accounted there (the programs, the stack, softirqs,
+/// iperf3 itself, and anything else the machine ran on that CPU).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuUse {
+    pub client_s: f64,
+    pub server_s: f64,
+}
+
+impl CpuUse {
+    fn between(before: &CpuTimes, after: &CpuTimes, (client, server): (u32, u32)) -> Self {
+        CpuUse {
+            client_s: before.busy_seconds_until(after, client as usize),
+            server_s: before.busy_seconds_until(after, server as usize),
+        }
+    }
 }
 
 /// An iperf3 TCP run from `client` to a server in `server_ns` on `server_ip`.
@@ -212,6 +234,12 @@ fn run_iperf3(
     if let Some(a) = &affinity {
         args.extend(["-A", a.as_str()]);
     }
+    let udp_len = opts.udp_len.map(|l| l.to_string());
+    if let Some(len) = &udp_len {
+        // As fast as the sender can: the rate is what the path delivers.
+        args.extend(["-u", "-l", len.as_str(), "-b", "0"]);
+    }
+    let before = CpuTimes::now()?;
     let out = crate::cmd::output(
         "ip",
         &client
@@ -220,14 +248,16 @@ fn run_iperf3(
             .chain(args)
             .collect::<Vec<_>>(),
     )?;
+    let after = CpuTimes::now()?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("iperf3 printed no JSON: {}", String::from_utf8_lossy(&out.stderr)))?;
     if let Some(err) = json["error"].as_str() {
         bail!("iperf3 {} -> {server_ip}: {err}", client.name());
     }
-    let recv = &json["end"]["sum_received"];
+    // UDP has no receiver's sum of bytes; its `sum` is the sender's.
+    let recv = if opts.udp_len.is_some() { &json["end"]["sum"] } else { &json["end"]["sum_received"] };
     let transfer = Transfer {
-        bytes_received: recv["bytes"].as_u64().context("iperf3 JSON has no end.sum_received.bytes")?,
+        bytes_received: recv["bytes"].as_u64().context("iperf3 JSON has no end.sum(_received).bytes")?,
         bits_per_second: recv["bits_per_second"].as_f64().context("no bits_per_second")?,
         intervals: json["intervals"]
             .as_array()
@@ -235,8 +265,47 @@ fn run_iperf3(
             .flatten()
             .filter_map(|i| i["sum"]["bits_per_second"].as_f64())
             .collect(),
+        cpu: opts.cpus.map(|cpus| CpuUse::between(&before, &after, cpus)),
     };
     Ok(transfer)
+}
+
+/// What a UDP flood delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketRate {
+    /// Packets that reached the server's `eth0` per second of the run.
+    pub delivered_pps: f64,
+    /// Datagrams the client sent per second.
+    pub sent_pps: f64,
+    pub cpu: Option<CpuUse>,
+}
+
+/// iperf3 UDP with `len`-byte datagrams, sent as fast as the client can for
+/// `opts.seconds`: the packets the server's `eth0` received, as its counter
+/// says (the data path's rate; a socket buffer that overflows behind it
+/// does not lower it). Per-packet cost shows here where TCP's segmentation
+/// offloads hide it.
+pub fn udp_packet_rate(
+    client: &Netns,
+    server_ns: &Netns,
+    server_ip: Ipv4Addr,
+    len: u32,
+    opts: IperfOptions,
+) -> Result<PacketRate> {
+    let rx = || -> Result<u64> {
+        let v = server_ns.read("/sys/class/net/eth0/statistics/rx_packets")?;
+        v.trim().parse().with_context(|| format!("rx_packets {v:?}"))
+    };
+    let start = rx()?;
+    let opts = IperfOptions { udp_len: Some(len), ..opts };
+    let t = run_iperf3(client, server_ns, server_ip, &["-t", &opts.seconds.to_string()], opts)?;
+    let delivered = rx()?.saturating_sub(start);
+    let seconds = f64::from(opts.seconds);
+    Ok(PacketRate {
+        delivered_pps: delivered as f64 / seconds,
+        sent_pps: t.bytes_received as f64 / f64::from(len) / seconds,
+        cpu: t.cpu,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -245,13 +314,16 @@ pub struct IperfOptions {
     pub streams: u32,
     pub reverse: bool,
     /// Pin the client and the server to these CPUs (`iperf3 -A`), so that
-    /// runs compared with each other share one placement.
+    /// runs compared with each other share one placement; the run's CPU
+    /// use is then measured on them.
     pub cpus: Option<(u32, u32)>,
+    /// UDP with datagrams of this many bytes instead of TCP.
+    pub udp_len: Option<u32>,
 }
 
 impl Default for IperfOptions {
     fn default() -> Self {
-        IperfOptions { seconds: 1, streams: 1, reverse: false, cpus: None }
+        IperfOptions { seconds: 1, streams: 1, reverse: false, cpus: None, udp_len: None }
     }
 }
 
@@ -264,7 +336,7 @@ mod tests {
         let report = "sockperf: ---> percentile 99.900 =  111.041\nsockperf: ---> percentile 99.000 =   78.806\n\
                       sockperf: ---> percentile 50.000 =   50.012\n";
         let l = parse_sockperf(report).unwrap();
-        assert_eq!((l.p50_us, l.p99_us), (50.012, 78.806));
+        assert_eq!((l.p50_us, l.p99_us, l.p999_us), (50.012, 78.806, 111.041));
         assert!(parse_sockperf("sockperf: error").is_none());
     }
 }

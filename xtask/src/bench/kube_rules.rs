@@ -1,6 +1,7 @@
-//! kube-proxy-style iptables rules, to load nodes the way real cluster
-//! nodes are loaded: the kernel's paths walk them (and conntrack), knet's
-//! redirects skip them.
+//! iptables rules real nodes carry: kube-proxy-style rules, to load nodes
+//! the way real cluster nodes are loaded (the kernel's paths walk them and
+//! conntrack, knet's redirects skip them), and the rules flanneld itself
+//! writes on its nodes.
 
 use std::{
     io::Write,
@@ -39,6 +40,33 @@ pub fn ruleset(rules: u32) -> String {
     format!("{filter}{nat}")
 }
 
+/// The rules flanneld writes with `--ip-masq` (as kube-flannel.yml runs
+/// it), for `network` (net-conf.json's `Network`) and the node's
+/// `subnet`: pkg/trafficmngr/iptables, `masqRules` (nat POSTROUTING to
+/// FLANNEL-POSTRTG: no masquerade within the network, masquerade out of it)
+/// and `forwardRules` (filter FORWARD to FLANNEL-FWD: accept the network
+/// both ways). They put conntrack on every path through a flannel node.
+pub fn flannel_ruleset(network: &str, subnet: &str) -> String {
+    let c = r#"-m comment --comment "flanneld masq""#;
+    let f = r#"-m comment --comment "flanneld forward""#;
+    format!(
+        "*nat\n:FLANNEL-POSTRTG - [0:0]\n\
+         -A POSTROUTING {c} -j FLANNEL-POSTRTG\n\
+         -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {c} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {subnet} -d {network} {c} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {network} -d {subnet} {c} -j RETURN\n\
+         -A FLANNEL-POSTRTG ! -s {network} -d {subnet} {c} -j RETURN\n\
+         -A FLANNEL-POSTRTG -s {network} ! -d 224.0.0.0/4 {c} -j MASQUERADE --random-fully\n\
+         -A FLANNEL-POSTRTG ! -s {network} -d {network} {c} -j MASQUERADE --random-fully\n\
+         COMMIT\n\
+         *filter\n:FLANNEL-FWD - [0:0]\n\
+         -A FORWARD {f} -j FLANNEL-FWD\n\
+         -A FLANNEL-FWD -s {network} {f} -j ACCEPT\n\
+         -A FLANNEL-FWD -d {network} {f} -j ACCEPT\n\
+         COMMIT\n"
+    )
+}
+
 /// Loads the rules into a node's namespace (they go with the namespace).
 pub fn load(ns: &Netns, script: &str) -> Result<()> {
     let mut child = Command::new("ip")
@@ -66,6 +94,16 @@ mod tests {
             script.lines().filter(|l| l.starts_with("-A KUBE-SERVICES") || l.starts_with("-A KUBE-SVC-")).count();
         assert_eq!(service_rules, 5000);
         assert!(script.contains("-A KUBE-SERVICES -d 10.96.9.250/32"));
+        assert_eq!(script.matches("COMMIT").count(), 2);
+    }
+
+    #[test]
+    fn flannel_rules_keep_the_network_unmasqueraded() {
+        let script = flannel_ruleset("10.244.0.0/16", "10.244.1.0/24");
+        assert!(script.contains("-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16 -m comment"));
+        let masq = script.lines().filter(|l| l.contains("MASQUERADE")).count();
+        let accepts = script.lines().filter(|l| l.starts_with("-A FLANNEL-FWD") && l.ends_with("ACCEPT")).count();
+        assert_eq!((masq, accepts), (2, 2));
         assert_eq!(script.matches("COMMIT").count(), 2);
     }
 }
