@@ -172,8 +172,10 @@ fn case_name(case: Case, rules: u32) -> String {
     }
 }
 
-/// Counts measurements done against all planned, and says how long is left.
+/// Counts a case's measurements done against those planned, and says how
+/// long the case has left (its planes are built, so their number is known).
 struct Progress {
+    case: String,
     done: usize,
     total: usize,
     started: Instant,
@@ -181,11 +183,23 @@ struct Progress {
 }
 
 impl Progress {
+    fn start_case(&mut self, case: &str, total: usize) {
+        self.finish();
+        *self = Progress { case: case.into(), done: 0, total, started: Instant::now(), tty: self.tty };
+    }
+
     fn line(&mut self, text: &str) {
         self.done += 1;
         let per = self.started.elapsed().as_secs_f64() / self.done as f64;
         let left = (self.total.saturating_sub(self.done) as f64 * per) as u64;
-        let line = format!("  [{:>4}/{}, ~{}m{:02}s left] {text}", self.done, self.total, left / 60, left % 60);
+        let line = format!(
+            "  [{:>4}/{} of {}, ~{}m{:02}s left in it] {text}",
+            self.done,
+            self.total,
+            self.case,
+            left / 60,
+            left % 60
+        );
         if self.tty {
             // One live line on a terminal; a log keeps every line.
             eprint!("\r\x1b[K{line}");
@@ -195,7 +209,7 @@ impl Progress {
     }
 
     fn finish(&self) {
-        if self.tty {
+        if self.tty && self.done > 0 {
             eprintln!();
         }
     }
@@ -224,7 +238,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let name = case_name(case, rules);
         plan(&args, case, rules).into_iter().filter(|m| args.wants(&format!("{name}/{}", m.key()))).collect()
     };
-    let mut progress = Progress { done: 0, total: 0, started: Instant::now(), tty: std::io::stderr().is_terminal() };
+    let mut progress = Progress {
+        case: String::new(),
+        done: 0,
+        total: 0,
+        started: Instant::now(),
+        tty: std::io::stderr().is_terminal(),
+    };
 
     let mut samples = Vec::new();
     for &case in &data_cases {
@@ -240,7 +260,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Case::Scaling => topologies::scaling()?,
             Case::ControlPlane => unreachable!("not a data plane case"),
         };
-        progress.total += loads.iter().map(|(_, m)| m.len()).sum::<usize>() * planes.len() * args.reps as usize;
+        let total = loads.iter().map(|(_, m)| m.len()).sum::<usize>() * planes.len() * args.reps as usize;
+        progress.start_case(case.name(), total);
         let mut loaded = 0;
         for (rules, measures) in loads {
             let name = case_name(case, rules);
