@@ -1,15 +1,23 @@
 //! An agent started on maps pinned by another build (made here with
 //! Debian's bpftool, as an older agent would have left them): counters of
-//! another layout are replaced and counting restarts; a map the data path
-//! needs is never replaced: the agent refuses to start, names the map and
-//! what to do, and leaves it as it is. Needs root; run with
+//! another layout are replaced and counting restarts; `NODE_SUBNETS` of the
+//! build before the VTEP MAC has its entries carried into the new layout;
+//! any other map the data path needs is never replaced: the agent refuses
+//! to start, names the map and what to do, and leaves it as it is. Needs root; run with
 //! `cargo xtask test`.
 
 use std::path::Path;
 
-use aya::maps::MapData;
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    Map, MapData,
+};
 use knet_agent::config::Mode;
-use knet_common::{map_names, Counter, Endpoint, STAT_SLOTS};
+use knet_common::{
+    map_names,
+    node::{NodeSubnet, NodeSubnetV1, MAX_NODES},
+    Counter, Endpoint, STAT_SLOTS,
+};
 use knet_tests::{cluster::Cluster, cmd, traffic};
 
 /// (key size, value size, max entries) of a pinned map.
@@ -74,4 +82,69 @@ fn an_endpoint_map_of_another_layout_stops_the_agent_and_stays() {
         assert!(c.agents[0].pin_dir().join(name).exists(), "{name} was unpinned");
     }
     assert!(c.agents[0].pid().is_none(), "the refused agent runs");
+}
+
+#[test]
+fn node_subnets_of_the_build_before_the_vtep_mac_are_carried_into_the_new_layout() {
+    let mut c = Cluster::kubernetes(2, 1, Mode::Vxlan).unwrap();
+    traffic::ping(&c.pods[0][0].ns, c.pods[1][0].ip, 1).unwrap();
+    let pin = c.agents[0].pin_dir().join(map_names::NODE_SUBNETS);
+    assert_eq!(layout(&pin), (8, std::mem::size_of::<NodeSubnet>() as u32, MAX_NODES));
+    let before = c.agents[0].datapath().unwrap().node_subnets;
+    assert!(c.agents[0].stop().unwrap().success());
+
+    // The map as the build before pinned it: 8-byte values, the same entries.
+    let current: Vec<(Key<u32>, NodeSubnet)> = {
+        let trie: LpmTrie<MapData, u32, NodeSubnet> =
+            LpmTrie::try_from(Map::from_map_data(MapData::from_pin(&pin).unwrap()).unwrap()).unwrap();
+        trie.iter().map(Result::unwrap).collect()
+    };
+    assert_eq!(current.len(), 2);
+    std::fs::remove_file(&pin).unwrap();
+    let path = pin.display().to_string();
+    let entries = MAX_NODES.to_string();
+    cmd::run(
+        "bpftool",
+        &[
+            "map",
+            "create",
+            &path,
+            "type",
+            "lpm_trie",
+            "key",
+            "8",
+            "value",
+            "8",
+            "entries",
+            &entries,
+            "name",
+            map_names::NODE_SUBNETS,
+            "flags",
+            "1",
+        ],
+    )
+    .unwrap();
+    {
+        let mut old: LpmTrie<MapData, u32, NodeSubnetV1> =
+            LpmTrie::try_from(Map::from_map_data(MapData::from_pin(&pin).unwrap()).unwrap()).unwrap();
+        for (key, v) in &current {
+            old.insert(key, NodeSubnetV1 { node_ip: v.node_ip, flags: v.flags }, 0).unwrap();
+        }
+    }
+
+    // With the API gone the new agent cannot rebuild the map from its
+    // source: what it holds is what it carried over.
+    let api = c.kube.as_ref().unwrap();
+    api.set_reachable(false);
+    c.agents[0].restart().unwrap();
+    let log = c.agents[0].log_text();
+    assert!(log.contains("the pinned map has an earlier layout: its entries are carried into a new one"), "{log}");
+    assert_eq!(layout(&pin), (8, std::mem::size_of::<NodeSubnet>() as u32, MAX_NODES), "the old map was kept");
+    assert_eq!(c.agents[0].datapath().unwrap().node_subnets, before, "the entries were not carried over");
+    traffic::ping(&c.pods[0][0].ns, c.pods[1][0].ip, 2).unwrap();
+
+    api.set_reachable(true);
+    c.agents[0].wait_ready(std::time::Duration::from_secs(30)).unwrap();
+    assert_eq!(c.agents[0].datapath().unwrap().node_subnets, before);
+    traffic::ping(&c.pods[1][0].ns, c.pods[0][0].ip, 2).unwrap();
 }

@@ -66,7 +66,8 @@ impl From<(knet_common::Stat, knet_common::Counter)> for StatEntry {
 pub struct DatapathView {
     /// Keys of the kernel's `ENDPOINTS` map.
     pub endpoint_map_ips: Vec<std::net::Ipv4Addr>,
-    /// Entries of `NODE_SUBNETS`, as "subnet via node-ip [(local)]", sorted.
+    /// Entries of `NODE_SUBNETS`, as "subnet via node-ip (local)" or
+    /// "subnet via node-ip vtep MAC", sorted.
     pub node_subnets: Vec<String>,
     /// Keys of `NODES`: the tunnel sources accepted.
     pub tunnel_sources: Vec<std::net::Ipv4Addr>,
