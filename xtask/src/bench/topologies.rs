@@ -8,6 +8,7 @@ use anyhow::Result;
 use knet_agent::config::Mode;
 use knet_tests::{
     cluster::{self, Cluster},
+    flannel,
     traffic::{self, IperfOptions},
     Agent, AgentOptions, Netns, Node, Pod,
 };
@@ -196,16 +197,21 @@ fn two_nodes(kind: Baseline) -> Result<TwoNodes> {
     for (i, node) in nodes.iter().enumerate() {
         node.ns.sysctl("net.ipv4.ip_forward", "1")?;
         if kind == Baseline::FlannelVxlan {
-            flannel_device(node, i)?;
+            flannel::add_device(&node.ns, cluster::node_address(i), cluster::pod_cidr(i).parse()?)?;
         }
     }
     if kind == Baseline::FlannelVxlan {
         for (i, j) in [(0, 1), (1, 0)] {
-            flannel_peer(&nodes[i], &nodes[j], j)?;
+            let peer = flannel::Peer {
+                public_ip: cluster::node_address(j),
+                subnet: cluster::pod_cidr(j).parse()?,
+                vtep_mac: flannel::vtep_mac(&nodes[j].ns)?,
+            };
+            flannel::add_peer(&nodes[i].ns, &peer)?;
         }
         // flannel gives pods the VXLAN device's MTU.
         for (i, node) in nodes.iter_mut().enumerate() {
-            node.set_pod_routes(&cluster::pod_cidr(i), 1450);
+            node.set_pod_routes(&cluster::pod_cidr(i), flannel::MTU);
         }
     }
     if kind == Baseline::HostGw {
@@ -217,44 +223,4 @@ fn two_nodes(kind: Baseline) -> Result<TwoNodes> {
     let pod0 = nodes[0].add_pod("bench-p0", cluster::pod_address(0, 0))?;
     let pod1 = nodes[1].add_pod("bench-p1", cluster::pod_address(1, 0))?;
     Ok(TwoNodes { pod0, pod1, nodes, _fabric: fabric, node_to_node: kind == Baseline::Underlay })
-}
-
-/// flannel's vxlan backend: `flannel.1`, VNI 1, port 8472, no learning,
-/// the node's subnet address on it.
-fn flannel_device(node: &Node, i: usize) -> Result<()> {
-    let local = cluster::node_address(i).to_string();
-    node.ns.ip(&[
-        "link",
-        "add",
-        "flannel.1",
-        "type",
-        "vxlan",
-        "id",
-        "1",
-        "local",
-        &local,
-        "dev",
-        "eth0",
-        "dstport",
-        "8472",
-        "nolearning",
-    ])?;
-    node.ns.ip(&["link", "set", "flannel.1", "mtu", "1450", "up"])?;
-    node.ns.ip(&["addr", "add", &format!("10.244.{i}.0/32"), "dev", "flannel.1"])?;
-    Ok(())
-}
-
-/// What flannel programs per peer: a route via the peer's subnet address
-/// on `flannel.1`, a permanent neighbour entry for it, and an FDB entry
-/// sending that MAC to the peer node.
-fn flannel_peer(node: &Node, peer: &Node, j: usize) -> Result<()> {
-    let peer_mac = knet_tests::topology::link_mac(&peer.ns, "flannel.1")?;
-    let gw = format!("10.244.{j}.0");
-    node.ns.ip(&["route", "add", &cluster::pod_cidr(j), "via", &gw, "dev", "flannel.1", "onlink"])?;
-    node.ns.ip(&["neigh", "add", &gw, "lladdr", &peer_mac, "dev", "flannel.1", "nud", "permanent"])?;
-    node.ns.exec(
-        "bridge",
-        &["fdb", "append", &peer_mac, "dev", "flannel.1", "dst", &cluster::node_address(j).to_string()],
-    )?;
-    Ok(())
 }
