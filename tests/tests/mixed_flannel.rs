@@ -4,6 +4,8 @@
 //! is programmed only from what the knet agents published on their Node
 //! objects (read back from the API server, as flanneld would read them);
 //! the agents learn the flannel node from the annotations flanneld writes.
+//! The same with the static node file: the flannel node is its fourth
+//! column's MAC, and is programmed from what the agents report.
 //! Needs root; run with `cargo xtask test`.
 
 use std::{collections::BTreeSet, time::Duration};
@@ -11,7 +13,7 @@ use std::{collections::BTreeSet, time::Duration};
 use knet_agent::config::Mode;
 use knet_common::Stat;
 use knet_tests::{
-    cluster::{fabric_port, node_address, node_name, pod_address, pod_cidr, Cluster},
+    cluster::{fabric_port, node_address, node_line, node_name, pod_address, pod_cidr, Cluster},
     flannel,
     kube_api::KubeApi,
     traffic, wait, Node, Pod,
@@ -59,18 +61,23 @@ impl Mixed {
     }
 }
 
-/// Two knet nodes with a pod each, watching the test API server, and the
-/// flannel node with a pod, its Node in the API (with flanneld's
-/// annotations when `annotated`), programmed as flanneld programs a lease
-/// for each knet node from that node's Node object.
-fn mixed(annotated: bool) -> Mixed {
-    let c = Cluster::kubernetes(2, 1, Mode::Vxlan).unwrap();
+/// The flannel node of cluster `c`, on its fabric, with a pod; flannel
+/// gives its pods the device's MTU.
+fn with_flannel_node(c: Cluster) -> Mixed {
     let mut flannel = Node::on_fabric("vt-flannel", node_address(FLANNEL), &c.fabric, &fabric_port(FLANNEL)).unwrap();
     flannel.ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
     flannel::add_device(&flannel.ns, node_address(FLANNEL), pod_cidr(FLANNEL).parse().unwrap()).unwrap();
     flannel.set_pod_routes(&pod_cidr(FLANNEL), flannel::MTU);
     let flannel_pod = flannel.add_pod("vt-fp0", pod_address(FLANNEL, 0)).unwrap();
-    let m = Mixed { flannel_pod, flannel, c };
+    Mixed { flannel_pod, flannel, c }
+}
+
+/// Two knet nodes with a pod each, watching the test API server, and the
+/// flannel node with a pod, its Node in the API (with flanneld's
+/// annotations when `annotated`), programmed as flanneld programs a lease
+/// for each knet node from that node's Node object.
+fn mixed(annotated: bool) -> Mixed {
+    let m = with_flannel_node(Cluster::kubernetes(2, 1, Mode::Vxlan).unwrap());
 
     let api = m.api();
     api.set_node(&node_name(FLANNEL), node_address(FLANNEL), Some(&pod_cidr(FLANNEL)));
@@ -90,10 +97,9 @@ fn mixed(annotated: bool) -> Mixed {
     m
 }
 
-#[test]
-fn pods_on_flannel_and_knet_nodes_reach_each_other_both_ways() {
-    let m = mixed(true);
-    m.wait_programmed(&flannel::vtep_mac(&m.flannel.ns).unwrap());
+/// Ping and TCP between every pair of pods, both ways, and not one frame
+/// of knet's refused by `flannel.1`.
+fn every_pod_reaches_every_pod(m: &Mixed) {
     let dropped_before = flannel::rx_otherhost_dropped(&m.flannel.ns).unwrap();
     let pods = m.pods();
     for a in &pods {
@@ -113,6 +119,13 @@ fn pods_on_flannel_and_knet_nodes_reach_each_other_both_ways() {
         assert!(agent.stat(Stat::RedirectTunnel).unwrap().0 > 100, "agent {i} encapsulated nothing");
         assert!(agent.stat(Stat::DeliverFromNode).unwrap().0 > 100, "agent {i} decapsulated nothing");
     }
+}
+
+#[test]
+fn pods_on_flannel_and_knet_nodes_reach_each_other_both_ways() {
+    let m = mixed(true);
+    m.wait_programmed(&flannel::vtep_mac(&m.flannel.ns).unwrap());
+    every_pod_reaches_every_pod(&m);
     // Each agent annotated its own Node, and no other.
     let patched: BTreeSet<String> = m.api().metadata_patches().into_iter().map(|p| p.node).collect();
     assert_eq!(patched, BTreeSet::from([node_name(0), node_name(1)]));
@@ -140,4 +153,22 @@ fn without_the_flannel_nodes_vtep_mac_its_kernel_drops_knets_frames_until_it_is_
     traffic::ping(&knet_pod.ns, flannel_pod.ip, 2).unwrap();
     traffic::ping(&flannel_pod.ns, knet_pod.ip, 2).unwrap();
     assert_eq!(flannel::rx_otherhost_dropped(&m.flannel.ns).unwrap(), after);
+}
+
+#[test]
+fn a_flannel_node_in_the_node_file_with_its_vtep_mac_reaches_knet_pods_both_ways() {
+    let m = with_flannel_node(Cluster::new(2, 1, Mode::Vxlan).unwrap());
+    let mac = flannel::vtep_mac(&m.flannel.ns).unwrap();
+    let flannel_line = format!("{} {} {} {mac}\n", node_name(FLANNEL), node_address(FLANNEL), pod_cidr(FLANNEL));
+    m.c.write_nodes_file(&format!("{}{}{flannel_line}", node_line(0), node_line(1))).unwrap();
+    m.wait_programmed(&mac);
+    // flanneld's programming toward each knet node, from what its agent
+    // reports of itself.
+    for (i, agent) in m.c.agents.iter().enumerate() {
+        let node = agent.node().unwrap();
+        let vtep_mac = node.vtep_mac.expect("a VXLAN agent reports its VTEP MAC").to_string();
+        let peer = flannel::Peer { public_ip: node_address(i), subnet: node.pod_cidr, vtep_mac };
+        flannel::add_peer(&m.flannel.ns, &peer).unwrap();
+    }
+    every_pod_reaches_every_pod(&m);
 }

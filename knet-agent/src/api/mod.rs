@@ -106,4 +106,9 @@ pub struct NodeView {
     /// MTU for pod routes that leave the node (pods' own subnet keeps the
     /// device MTU); absent without a node source.
     pub route_mtu: Option<u32>,
+    /// This node's VTEP MAC, the inner destination its peers must use (a
+    /// flannel node programmed by hand needs it); VXLAN mode only, once
+    /// programmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<crate::mac::MacAddr>,
 }
