@@ -81,8 +81,20 @@ impl std::fmt::Display for Skipped {
     }
 }
 
-/// A `Node` as knet needs it.
+/// A peer's `Node` as knet needs it.
 pub fn node_spec(node: &Node) -> Result<NodeSpec, Skipped> {
+    read_node(node, true)
+}
+
+/// This node's own `Node`: its flannel annotations are the agent's to
+/// write, or left by the flanneld this agent replaced (another MAC, maybe
+/// another backend), so they never decide how the node is programmed: its
+/// address is its `InternalIP`.
+pub fn own_node_spec(node: &Node) -> Result<NodeSpec, Skipped> {
+    read_node(node, false)
+}
+
+fn read_node(node: &Node, flannel: bool) -> Result<NodeSpec, Skipped> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let spec = node.spec.as_ref();
     let cidrs: Vec<&str> = match spec.and_then(|s| s.pod_cidrs.as_ref()).filter(|c| !c.is_empty()) {
@@ -99,8 +111,8 @@ pub fn node_spec(node: &Node) -> Result<NodeSpec, Skipped> {
         .filter(|a| a.type_ == "InternalIP")
         .find_map(|a| a.address.parse::<Ipv4Addr>().ok())
         .ok_or(Skipped::NoInternalIp);
-    let annotations = &node.metadata.annotations;
-    let get = |key: &str| annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str);
+    let annotations = node.metadata.annotations.as_ref().filter(|_| flannel);
+    let get = |key: &str| annotations.and_then(|a| a.get(key)).map(String::as_str);
     match flannel_vtep(get(BACKEND_TYPE), get(BACKEND_DATA), get(PUBLIC_IP)).map_err(Skipped::Flannel)? {
         // flanneld sends to a peer's public-ip, whatever its InternalIP.
         Some(vtep) => Ok(NodeSpec { name, underlay_ip: vtep.public_ip, pod_cidr, vtep_mac: Some(vtep.mac) }),
@@ -175,16 +187,27 @@ pub async fn publish_flannel_annotations(client: Client, name: &str, vtep: Flann
     Ok(())
 }
 
-/// The nodes seen so far, by name, each usable or skipped with a reason.
-#[derive(Debug, Default)]
+/// The nodes seen so far by the agent of node `me`, by name, each usable
+/// or skipped with a reason.
+#[derive(Debug, Default, Clone)]
 pub struct NodeStore {
+    me: String,
     nodes: BTreeMap<String, Result<NodeSpec, Skipped>>,
 }
 
 impl NodeStore {
+    pub fn new(me: &str) -> Self {
+        NodeStore { me: me.to_string(), nodes: BTreeMap::new() }
+    }
+
+    /// The same node, with no nodes seen (a relist starts from it).
+    fn empty(&self) -> Self {
+        NodeStore::new(&self.me)
+    }
+
     pub fn apply(&mut self, node: &Node) {
         let Some(name) = node.metadata.name.clone() else { return };
-        let new = node_spec(node);
+        let new = if name == self.me { own_node_spec(node) } else { node_spec(node) };
         if let Err(why) = &new {
             if self.nodes.get(&name).is_none_or(|old| old.as_ref().err() != Some(why)) {
                 tracing::warn!(node = %name, reason = %why, "node skipped");
@@ -200,8 +223,9 @@ impl NodeStore {
     }
 
     /// The usable nodes as a validated set, or why there is none: this node
-    /// (`me`) missing or skipped, or two nodes clashing.
-    pub fn desired(&self, me: &str) -> Result<NodeSet, String> {
+    /// missing or skipped, or two nodes clashing.
+    pub fn desired(&self) -> Result<NodeSet, String> {
+        let me = &self.me;
         match self.nodes.get(me) {
             None => return Err(format!("this node ({me}) has no Node object in the Kubernetes API")),
             Some(Err(why)) => return Err(format!("this node ({me}) cannot be programmed: {why}")),
@@ -227,10 +251,10 @@ const RESTART_CAP: Duration = Duration::from_secs(30);
 /// again (the agent would stay not ready until some node changed).
 pub async fn watch(client: Client, me: String, publisher: Publisher) {
     let api: Api<Node> = Api::all(client);
-    let mut store = NodeStore::default();
+    let mut store = NodeStore::new(&me);
     let mut pause = RESTART_FIRST;
     loop {
-        match follow(&api, &me, &publisher, &mut store).await {
+        match follow(&api, &publisher, &mut store).await {
             Followed::Closed => return,
             Followed::Failed { listed } => {
                 if listed {
@@ -251,7 +275,7 @@ enum Followed {
 }
 
 /// One watcher, from its list until its first error.
-async fn follow(api: &Api<Node>, me: &str, publisher: &Publisher, store: &mut NodeStore) -> Followed {
+async fn follow(api: &Api<Node>, publisher: &Publisher, store: &mut NodeStore) -> Followed {
     let events = watcher(api.clone(), watcher::Config::default()).ready_chunks(BATCH);
     futures::pin_mut!(events);
     // A relist fills this; it replaces `store` only once complete.
@@ -265,10 +289,10 @@ async fn follow(api: &Api<Node>, me: &str, publisher: &Publisher, store: &mut No
         let mut error = None;
         for event in batch {
             match event {
-                Ok(watcher::Event::Init) => relisting = Some(NodeStore::default()),
-                Ok(watcher::Event::InitApply(node)) => relisting.get_or_insert_with(NodeStore::default).apply(&node),
+                Ok(watcher::Event::Init) => relisting = Some(store.empty()),
+                Ok(watcher::Event::InitApply(node)) => relisting.get_or_insert_with(|| store.empty()).apply(&node),
                 Ok(watcher::Event::InitDone) => {
-                    *store = relisting.take().unwrap_or_default();
+                    *store = relisting.take().unwrap_or_else(|| store.empty());
                     causes.push("Kubernetes Node list".into());
                     listed = true;
                 }
@@ -285,7 +309,7 @@ async fn follow(api: &Api<Node>, me: &str, publisher: &Publisher, store: &mut No
         }
         // Whatever came before the error in this batch is taken first.
         if !causes.0.is_empty() {
-            match store.desired(me) {
+            match store.desired() {
                 Ok(set) => publisher.nodes(set, causes.summary()),
                 Err(e) => {
                     tracing::error!(error = %e, "Kubernetes nodes not taken; keeping the running state");
@@ -392,8 +416,9 @@ mod tests {
         n
     }
 
-    /// What flanneld v0.27 wrote on a node of a kind cluster (`kubectl get
-    /// node -o json`), with its own prefix and keys.
+    /// The annotations as flanneld writes them: the keys of flannel's
+    /// `pkg/subnet/kube/annotations.go`, the data as its vxlan backend
+    /// marshals it (`pkg/backend/vxlan/vxlan.go`).
     const FLANNEL: [(&str, &str); 4] = [
         (BACKEND_DATA, r#"{"VNI":1,"VtepMAC":"9a:3f:5c:1e:77:02"}"#),
         (BACKEND_TYPE, "vxlan"),
@@ -449,6 +474,24 @@ mod tests {
     }
 
     #[test]
+    fn this_nodes_own_flannel_annotations_never_decide_how_it_is_programmed() {
+        // Left by the flanneld this agent replaced: a host-gw backend.
+        let stale = [(BACKEND_TYPE, "host-gw"), (PUBLIC_IP, "10.0.0.9")];
+        let mut store = NodeStore::new("me");
+        store.apply(&annotated("me", "10.244.0.0/24", "192.168.77.10", &stale));
+        store.apply(&annotated("f", "10.244.2.0/24", "192.168.77.12", &FLANNEL));
+        let set = store.desired().unwrap();
+        let me = set.get("me").unwrap();
+        assert_eq!((me.underlay_ip, me.vtep_mac), (Ipv4Addr::new(192, 168, 77, 10), None));
+        assert!(set.get("f").unwrap().vtep_mac.is_some(), "a peer's annotations are read");
+        // The same Node as a peer's is skipped.
+        assert!(matches!(
+            node_spec(&annotated("me", "10.244.0.0/24", "192.168.77.10", &stale)),
+            Err(Skipped::Flannel(_))
+        ));
+    }
+
+    #[test]
     fn this_nodes_annotations_are_flannels_byte_for_byte() {
         let vtep = FlannelVtep {
             public_ip: Ipv4Addr::new(192, 168, 77, 10),
@@ -465,16 +508,20 @@ mod tests {
 
     #[test]
     fn the_store_needs_this_node_and_leaves_out_skipped_ones() {
-        let mut store = NodeStore::default();
-        store.apply(&node("a", &["10.244.0.0/24"], Some("192.168.77.10")));
-        store.apply(&node("b", &[], Some("192.168.77.11")));
-        assert!(store.desired("c").unwrap_err().contains("this node (c) has no Node object"));
-        assert!(store.desired("b").unwrap_err().contains("no IPv4 pod CIDR"));
-        let set = store.desired("a").unwrap();
+        let nodes = [node("a", &["10.244.0.0/24"], Some("192.168.77.10")), node("b", &[], Some("192.168.77.11"))];
+        let store_of = |me: &str| {
+            let mut store = NodeStore::new(me);
+            nodes.iter().for_each(|n| store.apply(n));
+            store
+        };
+        assert!(store_of("c").desired().unwrap_err().contains("this node (c) has no Node object"));
+        assert!(store_of("b").desired().unwrap_err().contains("no IPv4 pod CIDR"));
+        let mut store = store_of("a");
+        let set = store.desired().unwrap();
         assert_eq!(set.len(), 1);
         store.apply(&node("c", &["10.244.0.0/24"], Some("192.168.77.12")));
-        assert!(store.desired("a").unwrap_err().contains("overlaps node a's"));
+        assert!(store.desired().unwrap_err().contains("overlaps node a's"));
         store.delete(&node("c", &[], None));
-        assert_eq!(store.desired("a").unwrap().len(), 1);
+        assert_eq!(store.desired().unwrap().len(), 1);
     }
 }
