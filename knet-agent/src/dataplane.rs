@@ -10,7 +10,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::mac::MacAddr;
 use anyhow::{bail, Context, Result};
 use aya::{
     maps::{
@@ -36,6 +35,8 @@ use nix::{
     mount::{mount, MsFlags},
     sys::statfs::{statfs, BPF_FS_MAGIC},
 };
+
+use crate::mac::MacAddr;
 
 /// The programs' read-only switch for their aya-log diagnostics (the
 /// symbol of `knet-ebpf/src/diag.rs`).
@@ -119,9 +120,10 @@ impl Dataplane {
         let mut node_maps = NodeMaps::take(&mut ebpf)?;
         // Before any program of this build is attached: until then the old
         // programs forward on the old map, and after it on these entries.
-        for (net, entry) in carried.subnets {
-            node_maps.set_subnet(net, entry)?;
+        for (net, entry) in &carried.subnets {
+            node_maps.set_subnet(*net, *entry)?;
         }
+        carried.done()?;
         Ok((Dataplane { ebpf, links_dir, attached: HashMap::new() }, node_maps))
     }
 

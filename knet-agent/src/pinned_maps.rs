@@ -82,10 +82,28 @@ pub fn decide(name: &str, found: Layout, want: Layout) -> Adopt {
     }
 }
 
+/// Where an old `NODE_SUBNETS` is kept (pinned under this name in the pin
+/// directory) until its entries are in the new map: an agent stopped in
+/// between finds them there on its next start.
+/// (bpffs refuses a `.` in a pin name.)
+pub const NODE_SUBNETS_PREVIOUS: &str = "NODE_SUBNETS_PREVIOUS";
+
 /// Entries read from a map of an earlier layout, for the new map.
 #[derive(Debug, Default)]
 pub struct Carried {
     pub subnets: Vec<(Ipv4Net, SubnetEntry)>,
+    /// The old map's pin, to remove once `subnets` are written.
+    pub previous_pin: Option<std::path::PathBuf>,
+}
+
+impl Carried {
+    /// Call once the entries are in the new map.
+    pub fn done(self) -> Result<()> {
+        if let Some(pin) = self.previous_pin {
+            std::fs::remove_file(&pin).with_context(|| format!("cannot unpin {}", pin.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// An entry of the old `NODE_SUBNETS` as this build writes it: the old
@@ -129,7 +147,10 @@ pub fn check(pin_dir: &Path) -> Result<Carried> {
             Adopt::Carry => {
                 carried.subnets = read_old_subnets(&pin)
                     .with_context(|| format!("cannot read the entries of the pinned map {}", pin.display()))?;
-                std::fs::remove_file(&pin).with_context(|| format!("cannot unpin {}", pin.display()))?;
+                let previous = pin_dir.join(NODE_SUBNETS_PREVIOUS);
+                std::fs::rename(&pin, &previous)
+                    .with_context(|| format!("cannot move {} to {}", pin.display(), previous.display()))?;
+                carried.previous_pin = Some(previous);
                 tracing::warn!(
                     map = name,
                     ?found,
@@ -148,6 +169,16 @@ pub fn check(pin_dir: &Path) -> Result<Carried> {
                 pin_dir.display()
             ),
         }
+    }
+    let previous = pin_dir.join(NODE_SUBNETS_PREVIOUS);
+    if carried.previous_pin.is_none() && previous.exists() {
+        // An earlier start moved the old map aside and stopped before its
+        // entries were in the new one (which is then empty, or holds some
+        // of them): carry them again.
+        carried.subnets = read_old_subnets(&previous)
+            .with_context(|| format!("cannot read the entries of the pinned map {}", previous.display()))?;
+        tracing::warn!(entries = carried.subnets.len(), pin = %previous.display(), "carrying the entries of an earlier layout's NODE_SUBNETS left by an interrupted start");
+        carried.previous_pin = Some(previous);
     }
     Ok(carried)
 }
