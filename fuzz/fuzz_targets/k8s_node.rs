@@ -7,7 +7,7 @@
 use k8s_openapi::api::core::v1::Node;
 use knet_agent::{
     config::parse_pod_cidr,
-    sources::kubernetes::{node_spec, NodeStore},
+    sources::kubernetes::{node_spec, own_node_spec, NodeStore, PUBLIC_IP},
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -25,14 +25,21 @@ fn peer() -> Node {
 fuzz_target!(|data: &[u8]| {
     let Ok(node) = serde_json::from_slice::<Node>(data) else { return };
     let spec = node_spec(&node);
-    let mut store = NodeStore::default();
-    store.apply(&peer());
-    store.apply(&node);
     let name = node.metadata.name.clone();
+    let store_of = |me: &str| {
+        let mut store = NodeStore::new(me);
+        store.apply(&peer());
+        store.apply(&node);
+        store
+    };
+    let store = store_of("peer");
+    let _ = store.desired();
     if let Some(name) = &name {
-        let _ = store.desired(name);
+        let own = store_of(name);
+        if let Ok(set) = own.desired() {
+            assert_eq!(set.get(name), own_node_spec(&node).ok().as_ref(), "this node is read as its own");
+        }
     }
-    let _ = store.desired("peer");
     // Written back, the Node reads the same.
     let text = serde_json::to_vec(&node).expect("a Node serializes");
     let again: Node = serde_json::from_slice(&text).expect("a written Node reads back");
@@ -43,10 +50,19 @@ fuzz_target!(|data: &[u8]| {
     let k8s = node.spec.as_ref().expect("a pod CIDR comes from the spec");
     let listed = k8s.pod_cidrs.iter().flatten().chain(&k8s.pod_cidr).any(|c| c.parse() == Ok(spec.pod_cidr));
     assert!(listed, "pod CIDR {} is not the Node's", spec.pod_cidr);
-    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref()).expect("an address comes from the status");
-    assert!(addresses.iter().any(|a| a.type_ == "InternalIP" && a.address.parse() == Ok(spec.underlay_ip)));
-    // A node the store takes is in the set exactly as read.
-    if let Ok(set) = store.desired(&spec.name) {
-        assert_eq!(set.get(&spec.name), Some(&spec));
+    if spec.vtep_mac.is_some() {
+        // A node with flannel's annotations is reached at its public-ip.
+        let public_ip = node.metadata.annotations.as_ref().and_then(|a| a.get(PUBLIC_IP)).expect("a public-ip");
+        assert_eq!(public_ip.parse(), Ok(spec.underlay_ip));
+    } else {
+        let addresses =
+            node.status.as_ref().and_then(|s| s.addresses.as_ref()).expect("an address comes from the status");
+        assert!(addresses.iter().any(|a| a.type_ == "InternalIP" && a.address.parse() == Ok(spec.underlay_ip)));
+    }
+    // A peer the store takes is in the set exactly as read.
+    if spec.name != "peer" {
+        if let Ok(set) = store.desired() {
+            assert_eq!(set.get(&spec.name), Some(&spec));
+        }
     }
 });

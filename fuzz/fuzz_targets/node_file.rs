@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         validate_node_name(&n.name).expect("a taken node name is valid");
         assert_eq!(parse_pod_cidr(&n.pod_cidr.to_string()).expect("a taken pod CIDR is valid"), n.pod_cidr);
         assert!(underlay.insert(n.underlay_ip), "underlay IP {} twice", n.underlay_ip);
+        assert!(n.vtep_mac.is_none_or(|m| m.is_valid_unicast()), "{}'s VTEP MAC {:?}", n.name, n.vtep_mac);
         for m in &nodes {
             assert!(!m.pod_cidr.contains(&n.underlay_ip), "{}'s underlay IP in {}'s pod CIDR", n.name, m.name);
             if m.name != n.name {
@@ -39,6 +40,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // format ∘ parse: the set written back as a node file is the same set.
-    let back: String = nodes.iter().map(|n| format!("{} {} {}\n", n.name, n.underlay_ip, n.pod_cidr)).collect();
+    let back: String = nodes
+        .iter()
+        .map(|n| {
+            let mac = n.vtep_mac.map(|m| format!(" {m}")).unwrap_or_default();
+            format!("{} {} {}{mac}\n", n.name, n.underlay_ip, n.pod_cidr)
+        })
+        .collect();
     assert_eq!(parse(&back, "node-0").expect("a written set parses"), set);
 });

@@ -229,7 +229,10 @@ impl Agent {
         let mut node_subnets: Vec<String> = node_maps
             .subnets()?
             .into_iter()
-            .map(|(net, e)| format!("{net} via {}{}", e.node_ip, if e.local { " (local)" } else { "" }))
+            .map(|(net, e)| match e.local {
+                true => format!("{net} via {} (local)", e.node_ip),
+                false => format!("{net} via {} vtep {}", e.node_ip, e.vtep_mac),
+            })
             .collect();
         node_subnets.sort();
         let mut tunnel_sources = node_maps.tunnel_sources()?;

@@ -19,9 +19,10 @@ use crate::{
         conflist::{self, ConflistOptions},
         spec::DEFAULT_MTU,
     },
-    config::{Config, Source},
+    config::{Config, Mode, Source},
     dataplane::{Dataplane, PinnedMaps},
     host::Netlink,
+    mac::MacAddr,
     metrics::{self, Metrics},
     reconcile::Local,
     reconciler::{local_pod_cidr, ClusterView, Reconciler},
@@ -142,15 +143,27 @@ async fn finish_start(
         }
     }
     let Some(client) = kube else { return };
+    // In VXLAN mode, flannel's annotations first: a flannel node programs
+    // its route, neighbour and FDB entry toward this one from them, as it
+    // does for a flannel peer, so pods may be scheduled here once the
+    // condition below is cleared.
+    if let (Mode::Vxlan, Some(me)) = (config.mode, &view.local) {
+        let vtep = kubernetes::FlannelVtep { public_ip: me.underlay_ip, mac: MacAddr::vtep_for(me.underlay_ip) };
+        retry("publish the flannel annotations", || {
+            kubernetes::publish_flannel_annotations(client.clone(), &node_name, vtep, config.vni)
+        })
+        .await;
+        tracing::info!(node = %node_name, vtep_mac = %vtep.mac, public_ip = %vtep.public_ip, "flannel annotations published");
+    }
+    retry("clear NetworkUnavailable", || kubernetes::mark_network_available(client.clone(), &node_name)).await;
+    tracing::info!(node = %node_name, "NetworkUnavailable cleared");
+}
+
+/// Runs `f` until it succeeds, with backoff from 0.5 s to 30 s.
+async fn retry<F: std::future::Future<Output = Result<()>>>(what: &str, mut f: impl FnMut() -> F) {
     let mut backoff = std::time::Duration::from_millis(500);
-    loop {
-        match kubernetes::mark_network_available(client.clone(), &node_name).await {
-            Ok(()) => {
-                tracing::info!(node = %node_name, "NetworkUnavailable cleared");
-                return;
-            }
-            Err(e) => tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "cannot clear NetworkUnavailable"),
-        }
+    while let Err(e) = f().await {
+        tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "cannot {what}");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
     }

@@ -36,6 +36,8 @@ use nix::{
     sys::statfs::{statfs, BPF_FS_MAGIC},
 };
 
+use crate::mac::MacAddr;
+
 /// The programs' read-only switch for their aya-log diagnostics (the
 /// symbol of `knet-ebpf/src/diag.rs`).
 const EBPF_LOG_GLOBAL: &str = "KNET_EBPF_LOG";
@@ -96,7 +98,7 @@ impl Dataplane {
         ensure_bpffs(bpffs_root)?;
         let links_dir = pin_dir.join("links");
         std::fs::create_dir_all(&links_dir).with_context(|| format!("cannot create {}", links_dir.display()))?;
-        crate::pinned_maps::check(pin_dir)?;
+        let carried = crate::pinned_maps::check(pin_dir)?;
         let mut loader = EbpfLoader::new();
         // BTF maps carry no pinning of their own: the agent names each map
         // it pins (a pin found there is adopted).
@@ -115,7 +117,13 @@ impl Dataplane {
                 ebpf.program_mut(name).with_context(|| format!("the eBPF object has no {name} program"))?.try_into()?;
             prog.load().with_context(|| format!("the verifier rejected {name}"))?;
         }
-        let node_maps = NodeMaps::take(&mut ebpf)?;
+        let mut node_maps = NodeMaps::take(&mut ebpf)?;
+        // Before any program of this build is attached: until then the old
+        // programs forward on the old map, and after it on these entries.
+        for (net, entry) in &carried.subnets {
+            node_maps.set_subnet(*net, *entry)?;
+        }
+        carried.done()?;
         Ok((Dataplane { ebpf, links_dir, attached: HashMap::new() }, node_maps))
     }
 
@@ -400,6 +408,28 @@ pub struct NodeMaps {
 pub struct SubnetEntry {
     pub node_ip: Ipv4Addr,
     pub local: bool,
+    /// The inner destination MAC toward the node (zeros for this node's
+    /// own subnet, which is never encapsulated to).
+    pub vtep_mac: MacAddr,
+}
+
+impl SubnetEntry {
+    fn to_map(self) -> NodeSubnet {
+        NodeSubnet {
+            node_ip: ipv4_key(self.node_ip.octets()),
+            flags: if self.local { SUBNET_LOCAL } else { 0 },
+            vtep_mac: self.vtep_mac.0,
+            _pad: [0; 2],
+        }
+    }
+
+    fn from_map(v: &NodeSubnet) -> Self {
+        SubnetEntry {
+            node_ip: Ipv4Addr::from(v.node_ip.to_ne_bytes()),
+            local: v.flags & SUBNET_LOCAL != 0,
+            vtep_mac: MacAddr(v.vtep_mac),
+        }
+    }
 }
 
 fn lpm_key(subnet: Ipv4Net) -> Key<u32> {
@@ -437,9 +467,9 @@ impl NodeMaps {
     }
 
     pub fn set_subnet(&mut self, subnet: Ipv4Net, entry: SubnetEntry) -> Result<()> {
-        let value =
-            NodeSubnet { node_ip: ipv4_key(entry.node_ip.octets()), flags: if entry.local { SUBNET_LOCAL } else { 0 } };
-        self.subnets.insert(&lpm_key(subnet), value, 0).with_context(|| format!("cannot write NODE_SUBNETS[{subnet}]"))
+        self.subnets
+            .insert(&lpm_key(subnet), entry.to_map(), 0)
+            .with_context(|| format!("cannot write NODE_SUBNETS[{subnet}]"))
     }
 
     pub fn remove_subnet(&mut self, subnet: Ipv4Net) -> Result<()> {
@@ -462,10 +492,7 @@ impl NodeMaps {
     /// The entry for exactly `subnet`, if there is one.
     pub fn subnet(&self, subnet: Ipv4Net) -> Result<Option<SubnetEntry>> {
         match self.subnets.get(&lpm_key(subnet), 0) {
-            Ok(v) => Ok(Some(SubnetEntry {
-                node_ip: Ipv4Addr::from(v.node_ip.to_ne_bytes()),
-                local: v.flags & SUBNET_LOCAL != 0,
-            })),
+            Ok(v) => Ok(Some(SubnetEntry::from_map(&v))),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read NODE_SUBNETS[{subnet}]")),
         }
@@ -477,8 +504,7 @@ impl NodeMaps {
         for entry in self.subnets.iter() {
             let (key, value) = entry.context("cannot read NODE_SUBNETS")?;
             let net = Ipv4Net::new(Ipv4Addr::from(key.data().to_ne_bytes()), key.prefix_len() as u8)?;
-            let node_ip = Ipv4Addr::from(value.node_ip.to_ne_bytes());
-            out.push((net, SubnetEntry { node_ip, local: value.flags & SUBNET_LOCAL != 0 }));
+            out.push((net, SubnetEntry::from_map(&value)));
         }
         Ok(out)
     }

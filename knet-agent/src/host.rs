@@ -85,6 +85,21 @@ impl Netlink {
         Ok(link_from(msg).map(|link| (link, traits)))
     }
 
+    /// Frames `name` received for another host's MAC and dropped
+    /// (`rx_otherhost_dropped` of IFLA_STATS64; iproute2 6.1 does not show
+    /// it): how a kernel VXLAN peer such as flannel's `flannel.1` refuses a
+    /// frame whose inner destination is not its VTEP MAC. `None` if there
+    /// is no such link or the kernel does not count it.
+    pub async fn rx_otherhost_dropped(&self, name: &str) -> Result<Option<u64>> {
+        let Some(msg) = lookup(self.handle.link().get().match_name(name.to_string()), name).await? else {
+            return Ok(None);
+        };
+        Ok(msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Stats64(s) => Some(s.rx_otherhost_dropped),
+            _ => None,
+        }))
+    }
+
     /// The link with ifindex `index`, or `None` if there is none.
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
         Ok(lookup(self.handle.link().get().match_index(index), &index.to_string()).await?.and_then(link_from))

@@ -19,8 +19,8 @@ impl MacAddr {
     /// underlay address, so it is stable across restarts and reinstalls
     /// and unique wherever underlay addresses are.
     pub fn vtep_for(underlay: std::net::Ipv4Addr) -> MacAddr {
-        let [a, b, c, d] = underlay.octets();
-        MacAddr([0x02, 0x6b, a, b, c, d])
+        // One derivation for the agent and the programs (their inner source).
+        MacAddr(knet_common::node::vtep_mac(knet_common::ipv4_key(underlay.octets())))
     }
 }
 

@@ -25,6 +25,7 @@ use crate::{
     config::Mode,
     dataplane::SubnetEntry,
     host::{Link, NodeRoute},
+    mac::MacAddr,
     masquerade::Masquerade,
 };
 
@@ -350,7 +351,10 @@ pub async fn resolve(
             next_hops.by_node.insert(node.name.clone(), (node.underlay_ip, node.underlay_ip));
             continue;
         }
-        entries.subnets.insert(node.pod_cidr, SubnetEntry { node_ip: node.underlay_ip, local: false });
+        entries.subnets.insert(
+            node.pod_cidr,
+            SubnetEntry { node_ip: node.underlay_ip, local: false, vtep_mac: peer_vtep_mac(node) },
+        );
         entries.tunnel_sources.insert(node.underlay_ip);
         let via = match known.by_node.get(&node.name) {
             Some((ip, via)) if *ip == node.underlay_ip => *via,
@@ -388,10 +392,17 @@ pub async fn resolve(
     Ok(Resolved { target, local: Some(me.clone()), next_hops })
 }
 
+/// The inner destination MAC toward `node`: the one its source published
+/// (a flannel node's `flannel.1` drops frames for any other), else the one
+/// a knet node has (whose decapsulation ignores it anyway).
+pub fn peer_vtep_mac(node: &NodeSpec) -> MacAddr {
+    node.vtep_mac.unwrap_or_else(|| MacAddr::vtep_for(node.underlay_ip))
+}
+
 /// This node's own pod subnet: in the subnet map (the programs drop what
 /// no pod of it has) and unreachable for the host stack.
 fn own_subnet(entries: &mut Entries, cidr: Ipv4Net, node_ip: Ipv4Addr) {
-    entries.subnets.insert(cidr, SubnetEntry { node_ip, local: true });
+    entries.subnets.insert(cidr, SubnetEntry { node_ip, local: true, vtep_mac: MacAddr([0; 6]) });
     entries.routes.insert(cidr, NodeRoute::Unreachable);
 }
 
@@ -462,7 +473,7 @@ mod tests {
         assert_eq!(t.config.mode, knet_common::node::MODE_VXLAN);
         assert_eq!(
             t.entries.subnets[&cidr("10.244.0.0/24")],
-            SubnetEntry { node_ip: ip("192.168.77.10"), local: true }
+            SubnetEntry { node_ip: ip("192.168.77.10"), local: true, vtep_mac: MacAddr([0; 6]) }
         );
         assert_eq!(t.entries.routes.len(), 3);
         assert_eq!(t.entries.routes[&cidr("10.244.0.0/24")], NodeRoute::Unreachable, "our own subnet");
@@ -504,7 +515,7 @@ mod tests {
         let own = cidr("10.244.0.0/24");
         assert_eq!(
             t.entries.subnets.into_iter().collect::<Vec<_>>(),
-            [(own, SubnetEntry { node_ip: Ipv4Addr::UNSPECIFIED, local: true })]
+            [(own, SubnetEntry { node_ip: Ipv4Addr::UNSPECIFIED, local: true, vtep_mac: MacAddr([0; 6]) })]
         );
         assert_eq!(t.entries.routes.into_iter().collect::<Vec<_>>(), [(own, NodeRoute::Unreachable)]);
         assert!(t.entries.tunnel_sources.is_empty());
@@ -540,6 +551,35 @@ mod tests {
         assert!(ops.contains(&Op::RemoveTunnelSource(ip("192.168.77.11"))));
         assert!(matches!(ops.last(), Some(Op::Masquerade { .. })));
         assert_eq!(ops.len(), 5, "{ops:#?}");
+    }
+
+    #[test]
+    fn a_peers_vtep_mac_goes_into_its_subnet_and_a_new_one_is_a_change() {
+        let t = block_on(target(&three(), Mode::Vxlan)).unwrap();
+        // A source that gave none: the MAC a knet node has.
+        assert_eq!(t.entries.subnets[&cidr("10.244.1.0/24")].vtep_mac, MacAddr::vtep_for(ip("192.168.77.11")));
+        let mut state = KernelState::default();
+        for op in plan(&KernelState::default(), &t) {
+            op.record(&mut state);
+        }
+        let flannel: MacAddr = "9a:3f:11:22:33:44".parse().unwrap();
+        let mut nodes = three().iter().cloned().collect::<Vec<_>>();
+        nodes[1].vtep_mac = Some(flannel);
+        let t2 = block_on(target(&set(&nodes), Mode::Vxlan)).unwrap();
+        let ops = plan(&state, &t2);
+        // Only node b's subnet entry is rewritten: same node, new MAC.
+        assert_eq!(
+            ops,
+            vec![Op::SetSubnet {
+                net: cidr("10.244.1.0/24"),
+                new: SubnetEntry { node_ip: ip("192.168.77.11"), local: false, vtep_mac: flannel },
+                old: Some(SubnetEntry {
+                    node_ip: ip("192.168.77.11"),
+                    local: false,
+                    vtep_mac: MacAddr::vtep_for(ip("192.168.77.11"))
+                }),
+            }]
+        );
     }
 
     #[test]

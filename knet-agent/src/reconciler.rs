@@ -392,6 +392,8 @@ fn log_changes(before: &[NodeSpec], after: &NodeSet, cause: &str) {
                 pod_cidr = %new.pod_cidr,
                 old_ip = %old.underlay_ip,
                 old_pod_cidr = %old.pod_cidr,
+                vtep_mac = ?new.vtep_mac.map(|m| m.to_string()),
+                old_vtep_mac = ?old.vtep_mac.map(|m| m.to_string()),
                 cause,
                 "node changed"
             ),

@@ -19,9 +19,39 @@ pub struct NodeSubnet {
     pub node_ip: u32,
     /// `SUBNET_LOCAL` or 0.
     pub flags: u32,
+    /// The owning node's VTEP MAC: the inner destination of what is
+    /// encapsulated toward it. A kernel VXLAN device (flannel's
+    /// `flannel.1`) drops a frame addressed to any other MAC; knet's own
+    /// decapsulation ignores it. Here, not in a map of its own, so the
+    /// encapsulation needs no second lookup.
+    pub vtep_mac: [u8; 6],
+    /// Explicit, so the value has no implicit padding.
+    pub _pad: [u8; 2],
 }
 
-const _: () = assert!(core::mem::size_of::<NodeSubnet>() == 8);
+const _: () = assert!(core::mem::size_of::<NodeSubnet>() == 16);
+
+/// The `NODE_SUBNETS` value of builds before the VTEP MAC, still found
+/// pinned on nodes being upgraded (the agent carries its entries over).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeSubnetV1 {
+    pub node_ip: u32,
+    pub flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<NodeSubnetV1>() == 8);
+
+/// The VTEP MAC knet gives the node at `node_ip` (underlay, wire order):
+/// locally administered `02:6b` ('k') then the address, so it is stable
+/// across restarts and reinstalls, unique wherever underlay addresses are,
+/// and known to the programs without a map (the inner source of their
+/// encapsulation).
+#[inline(always)]
+pub const fn vtep_mac(node_ip: u32) -> [u8; 6] {
+    let [a, b, c, d] = node_ip.to_ne_bytes();
+    [0x02, 0x6b, a, b, c, d]
+}
 
 /// Value of `NODES`, keyed by a node's underlay address (wire order): the
 /// nodes whose VXLAN packets are accepted.
@@ -70,9 +100,10 @@ const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 20);
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY (all three): `repr(C)`, `Copy`, only `u32` fields, no padding
-    // (sizes asserted above).
+    // SAFETY (all four): `repr(C)`, `Copy`, only `u32` fields and byte
+    // arrays, no implicit padding (sizes asserted above).
     unsafe impl aya::Pod for super::NodeSubnet {}
+    unsafe impl aya::Pod for super::NodeSubnetV1 {}
     unsafe impl aya::Pod for super::NodeInfo {}
     unsafe impl aya::Pod for super::DataplaneConfig {}
 }

@@ -63,7 +63,7 @@ fn try_from_pod(ctx: &TcContext) -> Verdict {
         Some(subnet) if cfg.mode != MODE_LOCAL_ONLY => match router::hop(ctx, &ip, Some(router::path_mtu(&cfg))) {
             Ok(()) => {
                 let stat = if cfg.mode == MODE_VXLAN { Stat::RedirectTunnel } else { Stat::RedirectNative };
-                remote::to_node(ctx, &cfg, subnet.node_ip, stat)
+                remote::to_node(ctx, &cfg, &subnet, stat)
             }
             Err(refusal) => router::answer(ctx, &cfg, &ip, refusal),
         },

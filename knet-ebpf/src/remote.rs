@@ -3,7 +3,7 @@
 
 use aya_ebpf::programs::TcContext;
 use knet_common::{
-    node::{DataplaneConfig, MODE_NATIVE, MODE_VXLAN},
+    node::{DataplaneConfig, NodeSubnet, MODE_NATIVE, MODE_VXLAN},
     Stat,
 };
 
@@ -13,13 +13,13 @@ use crate::{
     verdict::Verdict,
 };
 
-/// Sends the packet to the node at `node_ip` (underlay, wire order),
-/// counted under `stat`.
+/// Sends the packet to the node that owns `subnet`, counted under `stat`.
 #[inline(always)]
-pub(crate) fn to_node(ctx: &TcContext, cfg: &DataplaneConfig, node_ip: u32, stat: Stat) -> Verdict {
+pub(crate) fn to_node(ctx: &TcContext, cfg: &DataplaneConfig, subnet: &NodeSubnet, stat: Stat) -> Verdict {
+    let node_ip = subnet.node_ip;
     match cfg.mode {
         MODE_VXLAN => {
-            if let Err(reason) = tunnel::encap(ctx, cfg, node_ip) {
+            if let Err(reason) = tunnel::encap(ctx, cfg, subnet) {
                 return Verdict::Drop(reason);
             }
             // The outer destination is the node; the kernel's route to it

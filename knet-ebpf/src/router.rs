@@ -105,7 +105,7 @@ fn send_from_node(ctx: &TcContext, cfg: &DataplaneConfig, dst: u32, stat: Stat) 
     }
     match maps::node_subnet(dst) {
         Some(subnet) if subnet.flags & SUBNET_LOCAL == 0 && cfg.mode != MODE_LOCAL_ONLY => {
-            remote::to_node(ctx, cfg, subnet.node_ip, stat)
+            remote::to_node(ctx, cfg, &subnet, stat)
         }
         _ => remote::by_route(ctx, cfg, stat),
     }

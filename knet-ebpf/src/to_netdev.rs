@@ -39,7 +39,7 @@ fn try_to_netdev(ctx: &TcContext) -> Verdict {
             if !router::fits(ctx, router::path_mtu(&cfg)) {
                 return Verdict::Drop(Stat::DropTooBig);
             }
-            if let Err(reason) = tunnel::encap(ctx, &cfg, subnet.node_ip) {
+            if let Err(reason) = tunnel::encap(ctx, &cfg, &subnet) {
                 return Verdict::Drop(reason);
             }
             // The host's route to the remote subnet goes via the same next

@@ -12,7 +12,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use knet_common::{
-    node::{DataplaneConfig, VXLAN_OVERHEAD, VXLAN_PORT},
+    node::{self, DataplaneConfig, NodeSubnet, VXLAN_OVERHEAD, VXLAN_PORT},
     Stat,
 };
 use network_types::{eth::EthHdr, ip::IpProto, udp::UdpHdr, vxlan::VxlanHdr};
@@ -39,8 +39,11 @@ struct VxlanEncap {
 const _: () = assert!(core::mem::size_of::<VxlanEncap>() == VXLAN_OVERHEAD as usize);
 
 /// Wraps the frame's IPv4 packet in VXLAN (outer IPv4 from `cfg.node_ip` to
-/// `remote`, UDP to the VXLAN port, the VNI); the frame's Ethernet header
-/// stays in front as the outer one, and a copy becomes the inner one.
+/// the node of `remote`, UDP to the VXLAN port, the VNI); the frame's
+/// Ethernet header stays in front as the outer one. The inner one goes
+/// from this node's VTEP MAC to the peer's: a kernel VXLAN peer (a flannel
+/// node) hands the stack only frames for its own MAC, and drops a frame
+/// from its own MAC as a loop.
 ///
 /// The outer header has DF set, as the pods' MTU already leaves room for
 /// it: an underlay hop with a smaller MTU must say so (ICMP) rather than
@@ -51,8 +54,11 @@ const _: () = assert!(core::mem::size_of::<VxlanEncap>() == VXLAN_OVERHEAD as us
 /// A BPF function of its own: inlined, its headers would share a stack
 /// frame with the ICMP builders' callers and overflow the 512 bytes.
 #[inline(never)]
-pub(crate) fn encap(ctx: &TcContext, cfg: &DataplaneConfig, remote: u32) -> Result<(), Stat> {
-    let inner_eth: EthHdr = packet::load(ctx, 0).ok_or(Stat::DropMalformed)?;
+pub(crate) fn encap(ctx: &TcContext, cfg: &DataplaneConfig, remote: &NodeSubnet) -> Result<(), Stat> {
+    let eth: EthHdr = packet::load(ctx, 0).ok_or(Stat::DropMalformed)?;
+    let inner_eth =
+        EthHdr { dst_addr: remote.vtep_mac, src_addr: node::vtep_mac(cfg.node_ip), ether_type: eth.ether_type };
+    let remote = remote.node_ip;
     let gso_size = packet::gso_size(ctx);
     let hash = helpers::flow_hash(ctx);
     let mut flags = u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH)

@@ -9,6 +9,9 @@
 //!   Status when N is older than the compacted history;
 //! - `PATCH /api/v1/nodes/NAME/status` with a strategic-merge patch merges
 //!   conditions by type (and is recorded);
+//! - `PATCH /api/v1/nodes/NAME` with a strategic-merge or merge patch
+//!   merges `metadata.annotations` (a null value removes one; recorded
+//!   apart, `metadata_patches`);
 //! - every request must carry the bearer token, else 401 with a Status.
 //!
 //! Node bodies have the shape the API reference shows for a kubelet's
@@ -59,6 +62,7 @@ struct State {
     /// Bumped to end every open watch (with a 410 event).
     epoch: u64,
     patches: Vec<Patch>,
+    metadata_patches: Vec<Patch>,
     lists: u64,
     watches: u64,
     unauthorized: u64,
@@ -238,6 +242,7 @@ impl KubeApi {
                     // Keep what others wrote (conditions patched by an agent).
                     node["metadata"]["uid"] = old["metadata"]["uid"].clone();
                     node["status"]["conditions"] = old["status"]["conditions"].clone();
+                    node["metadata"]["annotations"] = old["metadata"]["annotations"].clone();
                     "MODIFIED"
                 }
                 None => "ADDED",
@@ -304,8 +309,53 @@ impl KubeApi {
         self.shared.state.lock().unwrap().nodes.get(name).cloned()
     }
 
+    /// Patches of `nodes/NAME/status`.
     pub fn patches(&self) -> Vec<Patch> {
         self.shared.state.lock().unwrap().patches.clone()
+    }
+
+    /// Patches of `nodes/NAME` (its metadata).
+    pub fn metadata_patches(&self) -> Vec<Patch> {
+        self.shared.state.lock().unwrap().metadata_patches.clone()
+    }
+
+    /// A node's annotations now.
+    pub fn annotations(&self, name: &str) -> BTreeMap<String, String> {
+        let node = self.node(name).unwrap_or_default();
+        let map = node["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+        map.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_string()))).collect()
+    }
+
+    /// Sets annotations on an existing node, as another controller's patch
+    /// (flanneld's, say) would: one `MODIFIED` event.
+    pub fn set_annotations(&self, name: &str, annotations: &BTreeMap<String, String>) {
+        self.change(|st| {
+            let patch = json!({"metadata": {"annotations": annotations}});
+            Self::merge_metadata(st, name, &patch);
+        });
+    }
+
+    /// Merges `patch`'s `metadata.annotations` into node `name`; the node
+    /// after it, or `None` if there is no such node.
+    fn merge_metadata(st: &mut State, name: &str, patch: &Value) -> Option<Value> {
+        let mut node = st.nodes.get(name).cloned()?;
+        if !node["metadata"]["annotations"].is_object() {
+            node["metadata"]["annotations"] = json!({});
+        }
+        for (k, v) in patch["metadata"]["annotations"].as_object().into_iter().flatten() {
+            let annotations = node["metadata"]["annotations"].as_object_mut().expect("made an object above");
+            if v.is_null() {
+                annotations.remove(k);
+            } else {
+                annotations.insert(k.clone(), v.clone());
+            }
+        }
+        st.revision += 1;
+        let rv = st.revision;
+        node["metadata"]["resourceVersion"] = json!(rv.to_string());
+        st.nodes.insert(name.to_string(), node.clone());
+        st.events.push((rv, "MODIFIED", node.clone()));
+        Some(node)
     }
 
     /// (lists, watches, unauthorized requests) served so far.
@@ -495,6 +545,7 @@ fn serve(s: &Shared, stream: &mut dyn Conn) -> Result<()> {
             None => respond(stream, 404, &status(404, "NotFound", &format!("nodes \"{name}\" not found"))),
         },
         ("PATCH", ["api", "v1", "nodes", name, "status"]) => patch_status(s, stream, &req, name),
+        ("PATCH", ["api", "v1", "nodes", name]) => patch_metadata(s, stream, &req, name),
         _ => respond(stream, 404, &status(404, "NotFound", "the server could not find the requested resource")),
     }
 }
@@ -578,6 +629,26 @@ fn finish(stream: &mut dyn Conn) -> Result<()> {
     write!(stream, "0\r\n\r\n")?;
     stream.flush()?;
     Ok(())
+}
+
+fn patch_metadata(s: &Shared, stream: &mut dyn Conn, req: &Request, name: &str) -> Result<()> {
+    let content_type = req.headers.get("content-type").cloned().unwrap_or_default();
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => return respond(stream, 400, &status(400, "BadRequest", &e.to_string())),
+    };
+    if content_type != "application/strategic-merge-patch+json" && content_type != "application/merge-patch+json" {
+        return respond(stream, 415, &status(415, "UnsupportedMediaType", &format!("{content_type} is not supported")));
+    }
+    let mut st = s.state.lock().unwrap();
+    st.metadata_patches.push(Patch { node: name.to_string(), content_type, body: body.clone() });
+    let node = KubeApi::merge_metadata(&mut st, name, &body);
+    drop(st);
+    s.news.notify_all();
+    match node {
+        Some(node) => respond(stream, 200, &node),
+        None => respond(stream, 404, &status(404, "NotFound", &format!("nodes \"{name}\" not found"))),
+    }
 }
 
 fn patch_status(s: &Shared, stream: &mut dyn Conn, req: &Request, name: &str) -> Result<()> {

@@ -384,6 +384,7 @@ fn the_cluster_role_grants_exactly_what_the_node_source_uses() {
             ("", "nodes", "get"),
             ("", "nodes", "list"),
             ("", "nodes", "watch"),
+            ("", "nodes", "patch"),
             ("", "nodes/status", "patch"),
         ])
     );

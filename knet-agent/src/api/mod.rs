@@ -66,7 +66,8 @@ impl From<(knet_common::Stat, knet_common::Counter)> for StatEntry {
 pub struct DatapathView {
     /// Keys of the kernel's `ENDPOINTS` map.
     pub endpoint_map_ips: Vec<std::net::Ipv4Addr>,
-    /// Entries of `NODE_SUBNETS`, as "subnet via node-ip [(local)]", sorted.
+    /// Entries of `NODE_SUBNETS`, as "subnet via node-ip (local)" or
+    /// "subnet via node-ip vtep MAC", sorted.
     pub node_subnets: Vec<String>,
     /// Keys of `NODES`: the tunnel sources accepted.
     pub tunnel_sources: Vec<std::net::Ipv4Addr>,
@@ -105,4 +106,9 @@ pub struct NodeView {
     /// MTU for pod routes that leave the node (pods' own subnet keeps the
     /// device MTU); absent without a node source.
     pub route_mtu: Option<u32>,
+    /// This node's VTEP MAC, the inner destination its peers must use (a
+    /// flannel node programmed by hand needs it); VXLAN mode only, once
+    /// programmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<crate::mac::MacAddr>,
 }

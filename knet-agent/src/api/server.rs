@@ -155,7 +155,17 @@ async fn node(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiErro
     })?;
     let view = shared.cluster.borrow().clone();
     let programmed = view.underlay.is_some();
-    Ok(Json(NodeView { node_name, pod_cidr, mode: programmed.then_some(view.mode), route_mtu: view.route_mtu }))
+    let vtep_mac = match (&view.local, view.mode) {
+        (Some(me), crate::config::Mode::Vxlan) if programmed => Some(crate::mac::MacAddr::vtep_for(me.underlay_ip)),
+        _ => None,
+    };
+    Ok(Json(NodeView {
+        node_name,
+        pod_cidr,
+        mode: programmed.then_some(view.mode),
+        route_mtu: view.route_mtu,
+        vtep_mac,
+    }))
 }
 
 async fn nodes(State(shared): State<Shared>) -> impl IntoResponse {

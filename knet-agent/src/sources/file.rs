@@ -1,5 +1,6 @@
-//! The static node file: one node per line, `name underlay-ip pod-cidr`,
-//! `#` starts a comment. Every error names its line. The file is watched by
+//! The static node file: one node per line, `name underlay-ip pod-cidr
+//! [vtep-mac]` (the MAC a flannel node publishes as its `VtepMAC`; absent
+//! for knet nodes), `#` starts a comment. Every error names its line. The file is watched by
 //! polling its content: editors replace files rather than write them in
 //! place, which content polling survives where an inotify watch on the old
 //! inode would not.
@@ -10,6 +11,7 @@ use super::Publisher;
 use crate::{
     cluster::{NodeSet, NodeSpec},
     config::{parse_pod_cidr, validate_node_name},
+    mac::MacAddr,
 };
 
 const POLL: Duration = Duration::from_millis(250);
@@ -38,14 +40,17 @@ pub fn parse(text: &str, me: &str) -> Result<NodeSet, NodeFileError> {
             continue;
         }
         let fields: Vec<&str> = content.split_whitespace().collect();
-        let [name, ip, cidr] = fields[..] else {
-            return Err(err(line, format!("expected `name underlay-ip pod-cidr`, found {content:?}")));
+        let (name, ip, cidr, mac) = match fields[..] {
+            [name, ip, cidr] => (name, ip, cidr, None),
+            [name, ip, cidr, mac] => (name, ip, cidr, Some(mac)),
+            _ => return Err(err(line, format!("expected `name underlay-ip pod-cidr [vtep-mac]`, found {content:?}"))),
         };
         validate_node_name(name).map_err(|e| err(line, e.to_string()))?;
         let underlay_ip: Ipv4Addr =
             ip.parse().map_err(|_| err(line, format!("underlay IP {ip:?} is not an IPv4 address")))?;
         let pod_cidr = parse_pod_cidr(cidr).map_err(|e| err(line, e.to_string()))?;
-        nodes.push(NodeSpec { name: name.to_string(), underlay_ip, pod_cidr, vtep_mac: None });
+        let vtep_mac = mac.map(|m| parse_vtep_mac(m).map_err(|e| err(line, e))).transpose()?;
+        nodes.push(NodeSpec { name: name.to_string(), underlay_ip, pod_cidr, vtep_mac });
         lines.push(line);
     }
     let set = NodeSet::validate(nodes).map_err(|e| {
@@ -56,6 +61,17 @@ pub fn parse(text: &str, me: &str) -> Result<NodeSet, NodeFileError> {
         return Err(err(0, format!("this node ({me}) has no line in the node file")));
     }
     Ok(set)
+}
+
+/// A node's VTEP MAC: the inner destination of frames sent to it, so a
+/// unicast address (a multicast one would flood the peer's segment, and
+/// all zeros is no device's).
+pub fn parse_vtep_mac(text: &str) -> Result<MacAddr, String> {
+    let mac: MacAddr = text.parse().map_err(|e: crate::mac::BadMac| format!("VTEP MAC: {e}"))?;
+    if !mac.is_valid_unicast() {
+        return Err(format!("VTEP MAC {mac} is not a unicast address"));
+    }
+    Ok(mac)
 }
 
 /// Publishes every new version of `file`, until no one listens. A version
@@ -123,6 +139,19 @@ mod tests {
                 "line 5: underlay IP 192.168.77.11 is already node node-1's (line 4)",
             ),
             ("node-2 192.168.77.12", "line 5: expected"),
+            ("node-2 192.168.77.12 10.244.2.0/24 02:42:0a:f4:00:05 x", "line 5: expected"),
+            (
+                "node-2 192.168.77.12 10.244.2.0/24 02:42:0a:f4:00",
+                "line 5: VTEP MAC: \"02:42:0a:f4:00\" is not a MAC address",
+            ),
+            (
+                "node-2 192.168.77.12 10.244.2.0/24 01:00:5e:00:00:01",
+                "line 5: VTEP MAC 01:00:5e:00:00:01 is not a unicast",
+            ),
+            (
+                "node-2 192.168.77.12 10.244.2.0/24 00:00:00:00:00:00",
+                "line 5: VTEP MAC 00:00:00:00:00:00 is not a unicast",
+            ),
             ("node-2 192.168.77.12 10.244.2.5/24", "line 5: pod_cidr"),
             ("Node_2 192.168.77.12 10.244.2.0/24", "line 5: node_name"),
             ("node-2 10.244.1.7 10.244.2.0/24", "line 5: an underlay IP lies inside a pod CIDR"),
@@ -131,6 +160,14 @@ mod tests {
             let e = parse(&text, "node-0").unwrap_err().to_string();
             assert!(e.contains(needle), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn a_fourth_column_is_the_nodes_vtep_mac() {
+        let text = format!("{GOOD}flannel-2 192.168.77.12 10.244.2.0/24 9A:3F:11:22:33:44 # a flannel node\n");
+        let nodes = parse(&text, "node-0").unwrap();
+        assert_eq!(nodes.get("flannel-2").unwrap().vtep_mac.unwrap().to_string(), "9a:3f:11:22:33:44");
+        assert_eq!(nodes.get("node-1").unwrap().vtep_mac, None);
     }
 
     #[test]

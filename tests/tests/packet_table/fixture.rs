@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use knet_common::{
     ipv4_key,
-    node::{DataplaneConfig, NodeSubnet, MODE_LOCAL_ONLY, MODE_NATIVE, MODE_VXLAN, SUBNET_LOCAL},
+    node::{self, DataplaneConfig, NodeSubnet, MODE_LOCAL_ONLY, MODE_NATIVE, MODE_VXLAN, SUBNET_LOCAL},
     Endpoint,
 };
 use knet_tests::{
@@ -44,6 +44,19 @@ pub const VXLAN_OVERHEAD: usize = 50;
 pub const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x01];
 pub const NODE_B_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x02];
 pub const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0xfe];
+
+/// Node B's VTEP MAC as its source published it (a flannel node's random
+/// `flannel.1` MAC); node C published none and has the one knet gives it.
+pub const NODE_B_VTEP: [u8; 6] = [0x9a, 0x3f, 0x5c, 0x1e, 0x77, 0x02];
+
+/// The VTEP MAC the maps hold for `node` (this node: knet's own).
+pub fn vtep_of(node: Ipv4Addr) -> [u8; 6] {
+    if node == NODE_B {
+        NODE_B_VTEP
+    } else {
+        node::vtep_mac(ipv4_key(node.octets()))
+    }
+}
 
 /// A pod on this node, as `ENDPOINTS` has it.
 pub struct Pod {
@@ -85,7 +98,12 @@ impl Pod {
 /// This node in `mode` with the underlay, both pods and both peers.
 fn cluster(mode: u32) -> Maps {
     let subnet = |a, b, c, node_ip: Ipv4Addr, flags| {
-        (Ipv4Addr::new(a, b, c, 0), 24, NodeSubnet { node_ip: ipv4_key(node_ip.octets()), flags })
+        let vtep_mac = if flags & SUBNET_LOCAL != 0 { [0; 6] } else { vtep_of(node_ip) };
+        (
+            Ipv4Addr::new(a, b, c, 0),
+            24,
+            NodeSubnet { node_ip: ipv4_key(node_ip.octets()), flags, vtep_mac, _pad: [0; 2] },
+        )
     };
     Maps {
         config: DataplaneConfig {
@@ -148,9 +166,10 @@ pub fn outer_ip(src: Ipv4Addr, dst: Ipv4Addr) -> Ipv4 {
     Ipv4 { dont_fragment: true, ..udp_ip(src, dst) }
 }
 
-/// The inner frame of a tunnel packet: `ip` with `payload`.
+/// The inner frame of a tunnel packet from node B: `ip` with `payload`,
+/// from B's VTEP MAC to this node's.
 pub fn inner_frame(ip: &Ipv4, payload: &[u8]) -> Vec<u8> {
-    eth(NODE_MAC, NODE_B_MAC, ETH_IPV4, &ip.packet(payload))
+    eth(vtep_of(NODE_IP), NODE_B_VTEP, ETH_IPV4, &ip.packet(payload))
 }
 
 /// `inner` in VXLAN with `vni` under the outer header `outer`, as node B
@@ -167,14 +186,16 @@ pub fn from_node_b(inner: &Ipv4, payload: &[u8]) -> Vec<u8> {
 /// `inner` (a whole frame, with its random fields) encapsulated by this
 /// node toward `node`: the frame's own Ethernet header in front, then an
 /// outer IPv4 header with DF and TTL 64, UDP to the VXLAN port from a
-/// hashed port (checksum 0), the VNI, and the frame itself.
+/// hashed port (checksum 0), the VNI, and the frame itself addressed from
+/// this node's VTEP MAC to `node`'s (a kernel VXLAN peer takes no other).
 pub fn encapsulated(inner: Expected, node: Ipv4Addr) -> Expected {
     let outer = Ipv4 { id: 0, ..outer_ip(NODE_IP, node) };
+    let inner_frame = eth(vtep_of(node), vtep_of(NODE_IP), ETH_IPV4, &inner.bytes[ETH_LEN..]);
     let bytes = eth(
         inner.bytes[..6].try_into().unwrap(),
         inner.bytes[6..12].try_into().unwrap(),
         ETH_IPV4,
-        &outer.packet(&frames::udp(0, VXLAN_PORT, &frames::vxlan(VNI, &inner.bytes))),
+        &outer.packet(&frames::udp(0, VXLAN_PORT, &frames::vxlan(VNI, &inner_frame))),
     );
     let mut random = vec![Random::IpId { header_at: ETH_LEN }, Random::VxlanSourcePort { udp_at: ETH_LEN + 20 }];
     random.extend(inner.random.iter().map(|r| r.shifted(VXLAN_OVERHEAD)));

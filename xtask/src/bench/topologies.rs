@@ -12,7 +12,7 @@ use knet_agent::config::Mode;
 use knet_tests::{
     cluster::{self, Cluster},
     cni::{self, CniPod, PluginPod, TempDir},
-    kube_api,
+    flannel, kube_api,
     traffic::{self, IperfOptions, Latency, PacketRate},
     Agent, AgentOptions, Netns, Node,
 };
@@ -404,12 +404,17 @@ fn two_nodes(kind: Baseline) -> Result<TwoNodes> {
         node.ns.sysctl("net.ipv4.ip_forward", "1")?;
         kube_rules::load(&node.ns, &kube_rules::flannel_ruleset(FLANNEL_NETWORK, &cluster::pod_cidr(i)))?;
         if kind == Baseline::FlannelVxlan {
-            flannel_device(node, i)?;
+            flannel::add_device(&node.ns, cluster::node_address(i), cluster::pod_cidr(i).parse()?)?;
         }
     }
     if kind == Baseline::FlannelVxlan {
         for (i, j) in [(0, 1), (1, 0)] {
-            flannel_peer(&planes.nodes[i], &planes.nodes[j], j)?;
+            let peer = flannel::Peer {
+                public_ip: cluster::node_address(j),
+                subnet: cluster::pod_cidr(j).parse()?,
+                vtep_mac: flannel::vtep_mac(&planes.nodes[j].ns)?,
+            };
+            flannel::add_peer(&planes.nodes[i].ns, &peer)?;
         }
     }
     if kind == Baseline::HostGw {
@@ -422,7 +427,7 @@ fn two_nodes(kind: Baseline) -> Result<TwoNodes> {
     }
     // flannel's subnet.env MTU: the VXLAN device's for vxlan, the
     // interface's for host-gw.
-    let mtu = if kind == Baseline::FlannelVxlan { 1450 } else { 1500 };
+    let mtu = if kind == Baseline::FlannelVxlan { flannel::MTU } else { 1500 };
     for i in 0..2 {
         let ipam = TempDir::new("bench-ipam")?;
         let conf = bridge_conf(&cluster::pod_cidr(i), &ipam.0, mtu, Some(FLANNEL_NETWORK));
@@ -433,44 +438,4 @@ fn two_nodes(kind: Baseline) -> Result<TwoNodes> {
         planes.pods.push(pod);
     }
     Ok(planes)
-}
-
-/// flannel's vxlan backend: `flannel.1`, VNI 1, port 8472, no learning,
-/// the node's subnet address on it.
-fn flannel_device(node: &Node, i: usize) -> Result<()> {
-    let local = cluster::node_address(i).to_string();
-    node.ns.ip(&[
-        "link",
-        "add",
-        "flannel.1",
-        "type",
-        "vxlan",
-        "id",
-        "1",
-        "local",
-        &local,
-        "dev",
-        "eth0",
-        "dstport",
-        "8472",
-        "nolearning",
-    ])?;
-    node.ns.ip(&["link", "set", "flannel.1", "mtu", "1450", "up"])?;
-    node.ns.ip(&["addr", "add", &format!("10.244.{i}.0/32"), "dev", "flannel.1"])?;
-    Ok(())
-}
-
-/// What flannel programs per peer: a route via the peer's subnet address
-/// on `flannel.1`, a permanent neighbour entry for it, and an FDB entry
-/// sending that MAC to the peer node.
-fn flannel_peer(node: &Node, peer: &Node, j: usize) -> Result<()> {
-    let peer_mac = knet_tests::topology::link_mac(&peer.ns, "flannel.1")?;
-    let gw = format!("10.244.{j}.0");
-    node.ns.ip(&["route", "add", &cluster::pod_cidr(j), "via", &gw, "dev", "flannel.1", "onlink"])?;
-    node.ns.ip(&["neigh", "add", &gw, "lladdr", &peer_mac, "dev", "flannel.1", "nud", "permanent"])?;
-    node.ns.exec(
-        "bridge",
-        &["fdb", "append", &peer_mac, "dev", "flannel.1", "dst", &cluster::node_address(j).to_string()],
-    )?;
-    Ok(())
 }
