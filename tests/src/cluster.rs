@@ -73,6 +73,9 @@ pub struct EtcdOptions {
     pub lease_ttl_seconds: u64,
     /// flannel's network config, written at `<prefix>/config` first.
     pub network_config: &'static str,
+    /// etcd serves TLS only, to holders of a client certificate, and the
+    /// agents are given the CA, their certificate and its key.
+    pub tls: bool,
 }
 
 /// The etcd cluster's prefix (flannel's default).
@@ -155,9 +158,18 @@ impl Cluster {
     /// Agent `i`'s config lines for an etcd cluster.
     pub fn etcd_config(&self, i: usize, mode: Mode, lease_ttl_seconds: u64) -> String {
         let endpoint = self.etcd.as_ref().map(Etcd::endpoint).unwrap_or_default();
+        let tls = match self.etcd.as_ref().and_then(Etcd::tls) {
+            Some(t) => format!(
+                "etcd_ca_file = {:?}\netcd_cert_file = {:?}\netcd_key_file = {:?}\n",
+                t.ca.display().to_string(),
+                t.client_cert.display().to_string(),
+                t.client_key.display().to_string()
+            ),
+            None => String::new(),
+        };
         format!(
             "node_source = \"etcd\"\netcd_endpoints = [{endpoint:?}]\npublic_ip = \"{}\"\n\
-             etcd_lease_ttl_seconds = {lease_ttl_seconds}\nmode = \"{mode}\"\n",
+             etcd_lease_ttl_seconds = {lease_ttl_seconds}\nmode = \"{mode}\"\n{tls}",
             node_address(i)
         )
     }
@@ -211,7 +223,11 @@ impl Cluster {
                 extra
             }
             Source::Etcd(options) => {
-                let etcd = Etcd::start(&cluster.outside, OUTSIDE)?;
+                let etcd = if options.tls {
+                    Etcd::start_tls(&cluster.outside, OUTSIDE)?
+                } else {
+                    Etcd::start(&cluster.outside, OUTSIDE)?
+                };
                 etcd.put(&format!("{ETCD_PREFIX}/config"), options.network_config, None)?;
                 cluster.etcd = Some(etcd);
                 String::new()

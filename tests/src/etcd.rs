@@ -1,8 +1,9 @@
 //! Debian's real `etcd` (package `etcd-server`), run inside a test's
 //! network namespace on an address there, never on the host's network,
-//! with its data in a directory of its own. It can be stopped and started
-//! again on the same data (an outage); on drop it is stopped and its data
-//! removed, also when a test panics.
+//! with its data in a directory of its own; plain HTTP, or TLS with client
+//! certificates required (a CA of the test's own). It can be stopped and
+//! started again on the same data (an outage); on drop it is stopped and
+//! its data removed, also when a test panics.
 
 use std::{
     io::{Read, Write},
@@ -25,25 +26,99 @@ pub struct Etcd {
     netns: String,
     address: Ipv4Addr,
     dir: PathBuf,
+    tls: Option<TlsFiles>,
+}
+
+/// PEM files of a TLS etcd: the CA, etcd's server certificate for its
+/// address, and a client certificate the CA signed.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    fn make(dir: &std::path::Path, address: Ipv4Addr) -> Result<Self> {
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "knet-test-etcd-ca");
+        let ca = ca_params.self_signed(&ca_key)?;
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let server_key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.subject_alt_names.push(rcgen::SanType::IpAddress(address.into()));
+        let server = params.signed_by(&server_key, &issuer)?;
+        let client_key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, "knet-agent");
+        let client = params.signed_by(&client_key, &issuer)?;
+        let files = TlsFiles {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server-key.pem"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client-key.pem"),
+        };
+        std::fs::write(&files.ca, ca.pem())?;
+        std::fs::write(&files.server_cert, server.pem())?;
+        std::fs::write(&files.server_key, server_key.serialize_pem())?;
+        std::fs::write(&files.client_cert, client.pem())?;
+        std::fs::write(&files.client_key, client_key.serialize_pem())?;
+        Ok(files)
+    }
+
+    /// Client options with the CA and, if `with_identity`, the client
+    /// certificate.
+    pub fn client_options(&self, with_identity: bool) -> Result<etcd_client::ConnectOptions> {
+        let mut tls =
+            etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(&self.ca)?));
+        if with_identity {
+            let identity =
+                etcd_client::Identity::from_pem(std::fs::read(&self.client_cert)?, std::fs::read(&self.client_key)?);
+            tls = tls.identity(identity);
+        }
+        Ok(etcd_client::ConnectOptions::new().with_tls(tls))
+    }
 }
 
 impl Etcd {
     /// Starts etcd in `ns`, serving clients on `address` (an address of
     /// `ns`), and waits (bounded) until it reports itself healthy.
     pub fn start(ns: &Netns, address: Ipv4Addr) -> Result<Self> {
+        Self::start_with(ns, address, false)
+    }
+
+    /// Like `start`, serving clients over TLS only to holders of a client
+    /// certificate its CA signed (`tls`).
+    pub fn start_tls(ns: &Netns, address: Ipv4Addr) -> Result<Self> {
+        Self::start_with(ns, address, true)
+    }
+
+    fn start_with(ns: &Netns, address: Ipv4Addr, tls: bool) -> Result<Self> {
         which::which("etcd").context("etcd is not installed (Debian's etcd-server; cargo xtask setup installs it)")?;
         let dir = std::env::temp_dir().join(unique_name("etcd"));
         std::fs::create_dir_all(&dir)?;
         // etcd wants its data private (0700), as its own start-up warns.
         std::fs::DirBuilder::new().mode(0o700).create(dir.join("data"))?;
-        let mut etcd = Etcd { child: None, netns: ns.name().to_string(), address, dir };
+        let tls = if tls { Some(TlsFiles::make(&dir, address)?) } else { None };
+        let mut etcd = Etcd { child: None, netns: ns.name().to_string(), address, dir, tls };
         etcd.spawn()?;
         Ok(etcd)
     }
 
     /// The URL clients use.
     pub fn endpoint(&self) -> String {
-        format!("http://{}:{CLIENT_PORT}", self.address)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{CLIENT_PORT}", self.address)
+    }
+
+    /// The TLS files, for a TLS etcd.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     pub fn log_text(&self) -> String {
@@ -55,9 +130,19 @@ impl Etcd {
         let client_url = self.endpoint();
         // The peer port stays on the namespace's loopback: a single member.
         let peer_url = "http://127.0.0.1:2380";
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.netns))
-            .arg("etcd")
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/run/netns/{}", self.netns)).arg("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "knet-test", "--data-dir"])
             .arg(self.dir.join("data"))
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
@@ -89,8 +174,12 @@ impl Etcd {
         }
     }
 
-    /// `GET /health` answers `"health":"true"`.
+    /// `GET /health` answers `"health":"true"`; over TLS (where /health
+    /// wants a client certificate too), a status call answers.
     fn healthy(&self) -> bool {
+        if self.tls.is_some() {
+            return self.with_client(|mut c| async move { Ok(c.status().await?) }).is_ok();
+        }
         let address = SocketAddr::from((self.address, CLIENT_PORT));
         crate::netns::run_in(&self.netns, move || -> Option<String> {
             let mut s = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
@@ -133,11 +222,27 @@ impl Etcd {
         F: std::future::Future<Output = Result<T>>,
         T: Send,
     {
+        let options = self.tls.as_ref().map(|t| t.client_options(true)).transpose()?;
+        self.with_options(options, work)
+    }
+
+    /// Like `with_client`, with a client built from `options` (a TLS
+    /// client without a certificate, say).
+    pub fn with_options<T, F>(
+        &self,
+        options: Option<etcd_client::ConnectOptions>,
+        work: impl FnOnce(etcd_client::Client) -> F + Send,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+        T: Send,
+    {
         let endpoint = self.endpoint();
+        let options = options.map(|o| o.with_timeout(Duration::from_secs(5)));
         crate::netns::run_in(&self.netns, move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
-                let client = etcd_client::Client::connect([endpoint], None).await?;
+                let client = etcd_client::Client::connect([endpoint], options).await?;
                 work(client).await
             })
         })?

@@ -23,7 +23,7 @@ use knet_tests::{
 const WAIT: Duration = Duration::from_secs(30);
 
 fn options(lease_ttl_seconds: u64) -> EtcdOptions {
-    EtcdOptions { lease_ttl_seconds, network_config: ETCD_NETWORK }
+    EtcdOptions { lease_ttl_seconds, network_config: ETCD_NETWORK, tls: false }
 }
 
 fn etcd(c: &Cluster) -> &knet_tests::etcd::Etcd {
@@ -94,6 +94,30 @@ fn et_three_agents_lease_their_subnets_from_one_etcd_with_full_pod_connectivity(
         }
     }
     full_connectivity(&c);
+}
+
+#[test]
+fn et_agents_lease_over_tls_with_client_certificates_and_never_log_the_key() {
+    let c = Cluster::etcd(2, 1, Mode::Vxlan, EtcdOptions { tls: true, ..options(60) }).unwrap();
+    assert!(etcd(&c).endpoint().starts_with("https://"));
+    for agent in &c.agents {
+        agent.wait_programmed(2, WAIT).unwrap();
+    }
+    full_connectivity(&c);
+    // The certificate is what let them in: without one etcd refuses.
+    let tls = etcd(&c).tls().unwrap().clone();
+    let anonymous = etcd(&c).with_options(Some(tls.client_options(false).unwrap()), |mut client| async move {
+        client.get(ETCD_PREFIX, None).await?;
+        Ok(())
+    });
+    assert!(anonymous.is_err(), "etcd served a client without a certificate");
+    // No line of any agent's log carries the key's material.
+    let key = std::fs::read_to_string(&tls.client_key).unwrap();
+    let body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    for (i, agent) in c.agents.iter().enumerate() {
+        let log = agent.log_text();
+        assert!(!log.contains("PRIVATE KEY") && body.iter().all(|l| !log.contains(l)), "agent {i} logged its key");
+    }
 }
 
 /// Every agent's own attributes, for taking subnets without an agent.
