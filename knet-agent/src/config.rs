@@ -2,8 +2,9 @@
 //! environment variable, validated once into [`Config`].
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +18,10 @@ pub const DEFAULT_BPF_PIN_DIR: &str = "/sys/fs/bpf/knet";
 /// Loopback: out of the pods' reach (they reach the node's other
 /// addresses). A DaemonSet that wants scrapes sets the node's address.
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9965";
+/// etcd's own client port on this host, as flanneld's default has it.
+pub const DEFAULT_ETCD_ENDPOINT: &str = "http://127.0.0.1:2379";
+/// flanneld's `--etcd-prefix` default.
+pub const DEFAULT_ETCD_PREFIX: &str = "/coreos.com/network";
 
 /// Settings as given, before validation. Used both as the file's schema and
 /// as the command line's (each field a flag and an env var).
@@ -79,6 +84,31 @@ pub struct RawConfig {
     /// through the agent; off, the verifier removes them [default: false].
     #[arg(long, env = "KNET_EBPF_LOG", num_args = 0..=1, default_missing_value = "true")]
     pub ebpf_log: Option<bool>,
+    /// etcd endpoints for the etcd source, comma-separated on the command
+    /// line [default: http://127.0.0.1:2379].
+    #[arg(long, env = "KNET_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// Key prefix of flannel's layout in etcd [default: /coreos.com/network].
+    #[arg(long, env = "KNET_ETCD_PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// CA certificate (PEM) that etcd's server certificate is checked
+    /// against [default: none; needed for https endpoints].
+    #[arg(long, env = "KNET_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd [default: none].
+    #[arg(long, env = "KNET_ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// Client certificate's key (PEM) for etcd [default: none].
+    #[arg(long, env = "KNET_ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// TTL of this node's subnet lease in etcd, in seconds, kept alive
+    /// while the agent runs [default: 86400, flanneld's 24 h].
+    #[arg(long, env = "KNET_ETCD_LEASE_TTL_SECONDS")]
+    pub etcd_lease_ttl_seconds: Option<u64>,
+    /// This node's underlay address, published as its lease's PublicIP
+    /// (flanneld's --public-ip); required with the etcd source.
+    #[arg(long, env = "KNET_PUBLIC_IP")]
+    pub public_ip: Option<Ipv4Addr>,
 }
 
 /// How log lines are written (to stderr).
@@ -131,6 +161,13 @@ impl RawConfig {
             log_level: over.log_level.or(self.log_level),
             metrics_address: over.metrics_address.or(self.metrics_address),
             ebpf_log: over.ebpf_log.or(self.ebpf_log),
+            etcd_endpoints: over.etcd_endpoints.or(self.etcd_endpoints),
+            etcd_prefix: over.etcd_prefix.or(self.etcd_prefix),
+            etcd_ca_file: over.etcd_ca_file.or(self.etcd_ca_file),
+            etcd_cert_file: over.etcd_cert_file.or(self.etcd_cert_file),
+            etcd_key_file: over.etcd_key_file.or(self.etcd_key_file),
+            etcd_lease_ttl_seconds: over.etcd_lease_ttl_seconds.or(self.etcd_lease_ttl_seconds),
+            public_ip: over.public_ip.or(self.public_ip),
         }
     }
 }
@@ -140,7 +177,8 @@ impl RawConfig {
 pub struct Config {
     pub node_name: String,
     /// Required but for the kubernetes source, which reads it from the
-    /// node's own Node object (and checks it against this when set).
+    /// node's own Node object (and checks it against this when set), and
+    /// the etcd source, which leases it.
     pub pod_cidr: Option<Ipv4Net>,
     pub api_socket: PathBuf,
     pub bpf_pin_dir: PathBuf,
@@ -163,6 +201,7 @@ pub enum Source {
     None,
     File(PathBuf),
     Kubernetes { kubeconfig: Option<PathBuf> },
+    Etcd(EtcdSettings),
 }
 
 impl Source {
@@ -171,7 +210,73 @@ impl Source {
             Source::None => SourceKind::None,
             Source::File(_) => SourceKind::File,
             Source::Kubernetes { .. } => SourceKind::Kubernetes,
+            Source::Etcd(_) => SourceKind::Etcd,
         }
+    }
+
+    /// The operator's own file (or nothing): a bad one stops the start.
+    /// The other sources' worlds may get better, so the agent serves, not
+    /// ready, and keeps trying.
+    pub fn is_static(&self) -> bool {
+        matches!(self, Source::None | Source::File(_))
+    }
+}
+
+/// The etcd source's settings. Holds file names only: the key is read
+/// when the client is built, so no Debug print or log line carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    /// No trailing slash: keys are `<prefix>/config`, `<prefix>/subnets/...`.
+    pub prefix: String,
+    pub tls: Option<EtcdTls>,
+    pub lease_ttl: Duration,
+    /// This node's underlay address, its lease's PublicIP.
+    pub public_ip: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl EtcdSettings {
+    fn from_raw(raw: &RawConfig) -> Result<Self> {
+        let endpoints = raw.etcd_endpoints.clone().unwrap_or_else(|| vec![DEFAULT_ETCD_ENDPOINT.into()]);
+        if endpoints.is_empty() {
+            bail!("etcd_endpoints is empty");
+        }
+        for e in &endpoints {
+            let rest = e.strip_prefix("http://").or_else(|| e.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                bail!("etcd_endpoints: {e:?} is not an http:// or https:// URL (e.g. https://10.0.0.5:2379)");
+            }
+        }
+        let prefix = raw.etcd_prefix.clone().unwrap_or_else(|| DEFAULT_ETCD_PREFIX.into());
+        if !prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
+            bail!("etcd_prefix {prefix:?} must start with '/' and not end with one (e.g. /coreos.com/network)");
+        }
+        let tls = match (&raw.etcd_ca_file, &raw.etcd_cert_file, &raw.etcd_key_file) {
+            (None, None, None) => None,
+            (_, Some(_), None) | (_, None, Some(_)) => {
+                bail!("etcd_cert_file and etcd_key_file go together: set both or neither")
+            }
+            (ca, cert, key) => Some(EtcdTls { ca_file: ca.clone(), cert_file: cert.clone(), key_file: key.clone() }),
+        };
+        if endpoints.iter().any(|e| e.starts_with("https://")) && tls.as_ref().is_none_or(|t| t.ca_file.is_none()) {
+            bail!("https etcd endpoints need etcd_ca_file (the CA that signed etcd's server certificate)");
+        }
+        let ttl = raw.etcd_lease_ttl_seconds.unwrap_or(crate::sources::etcd::flannel::FLANNEL_LEASE_TTL_SECONDS);
+        // etcd's own bound on a lease's TTL.
+        if ttl == 0 || ttl > 9_000_000_000 {
+            bail!("etcd_lease_ttl_seconds {ttl} must be between 1 and 9000000000");
+        }
+        let public_ip = raw.public_ip.context(
+            "node_source = \"etcd\" needs public_ip, this node's underlay address (--public-ip or KNET_PUBLIC_IP)",
+        )?;
+        Ok(EtcdSettings { endpoints, prefix, tls, lease_ttl: Duration::from_secs(ttl), public_ip })
     }
 }
 
@@ -213,6 +318,8 @@ impl TryFrom<RawConfig> for Config {
     type Error = anyhow::Error;
 
     fn try_from(raw: RawConfig) -> Result<Self> {
+        // Read before the fields below are taken out of `raw`.
+        let etcd = (raw.node_source == Some(SourceKind::Etcd)).then(|| EtcdSettings::from_raw(&raw));
         let node_name = raw.node_name.context("node_name is not set (config file, --node-name or KNET_NODE_NAME)")?;
         validate_node_name(&node_name)?;
         let pod_cidr = raw.pod_cidr.as_deref().map(parse_pod_cidr).transpose()?;
@@ -225,14 +332,30 @@ impl TryFrom<RawConfig> for Config {
         if raw.kubeconfig.is_some() && kind != SourceKind::Kubernetes {
             bail!("kubeconfig is read only with node_source = \"kubernetes\"");
         }
+        let etcd_set = [
+            raw.etcd_endpoints.is_some(),
+            raw.etcd_prefix.is_some(),
+            raw.etcd_ca_file.is_some(),
+            raw.etcd_cert_file.is_some(),
+            raw.etcd_key_file.is_some(),
+            raw.etcd_lease_ttl_seconds.is_some(),
+            raw.public_ip.is_some(),
+        ];
+        if etcd_set.contains(&true) && kind != SourceKind::Etcd {
+            bail!("the etcd_* settings and public_ip are read only with node_source = \"etcd\"");
+        }
+        if pod_cidr.is_some() && kind == SourceKind::Etcd {
+            bail!("pod_cidr comes from this node's etcd lease with node_source = \"etcd\"; leave it unset");
+        }
         let source = match kind {
             SourceKind::None => Source::None,
             SourceKind::File => Source::File(
                 raw.nodes_file.context("node_source = \"file\" needs nodes_file (--nodes-file or KNET_NODES_FILE)")?,
             ),
-            SourceKind::Kubernetes => Source::Kubernetes { kubeconfig: raw.kubeconfig },
+            SourceKind::Kubernetes => Source::Kubernetes { kubeconfig: raw.kubeconfig.clone() },
+            SourceKind::Etcd => Source::Etcd(etcd.expect("read above for the etcd source")?),
         };
-        if pod_cidr.is_none() && kind != SourceKind::Kubernetes {
+        if pod_cidr.is_none() && source.is_static() {
             bail!("pod_cidr is not set (config file, --pod-cidr or KNET_POD_CIDR)");
         }
         let api_socket = raw.api_socket.unwrap_or_else(|| DEFAULT_API_SOCKET.into());
@@ -486,6 +609,61 @@ mod tests {
         assert!(Config::try_from(r).unwrap_err().to_string().contains("pod_cidr is not set"));
         let file = RawConfig::from_toml("node_source = \"kubernetes\"\nmode = \"native\"\n").unwrap();
         assert_eq!((file.node_source, file.mode), (Some(SourceKind::Kubernetes), Some(Mode::Native)));
+    }
+
+    #[test]
+    fn the_etcd_source_and_what_it_needs() {
+        let mut r =
+            RawConfig { node_name: Some("n".into()), node_source: Some(SourceKind::Etcd), ..Default::default() };
+        let e = Config::try_from(r.clone()).unwrap_err().to_string();
+        assert!(e.contains("needs public_ip"), "{e}");
+        r.public_ip = Some("192.168.77.10".parse().unwrap());
+        let c = Config::try_from(r.clone()).unwrap();
+        assert_eq!(c.pod_cidr, None, "the etcd source leases it");
+        let Source::Etcd(etcd) = &c.source else { panic!("{:?}", c.source) };
+        assert_eq!(etcd.endpoints, [DEFAULT_ETCD_ENDPOINT]);
+        assert_eq!(etcd.prefix, DEFAULT_ETCD_PREFIX);
+        assert_eq!(etcd.lease_ttl, Duration::from_secs(86_400), "flanneld's 24 h");
+        assert_eq!(etcd.tls, None);
+        let file = RawConfig::from_toml(
+            "node_source = \"etcd\"\netcd_endpoints = [\"https://10.0.0.5:2379\", \"https://10.0.0.6:2379\"]\n\
+             etcd_prefix = \"/knet/network\"\netcd_ca_file = \"/etc/knet/etcd/ca.pem\"\n\
+             etcd_cert_file = \"/etc/knet/etcd/client.pem\"\netcd_key_file = \"/etc/knet/etcd/client-key.pem\"\n\
+             etcd_lease_ttl_seconds = 30\npublic_ip = \"192.168.77.10\"\n",
+        )
+        .unwrap();
+        let mut f = file.clone();
+        f.node_name = Some("n".into());
+        let Source::Etcd(etcd) = Config::try_from(f.clone()).unwrap().source else { panic!() };
+        assert_eq!(etcd.endpoints.len(), 2);
+        assert_eq!((etcd.prefix.as_str(), etcd.lease_ttl.as_secs()), ("/knet/network", 30));
+        assert_eq!(etcd.tls.unwrap().key_file, Some("/etc/knet/etcd/client-key.pem".into()));
+        for (change, needle) in [
+            (RawConfig { etcd_key_file: None, ..f.clone() }, "go together"),
+            (RawConfig { etcd_ca_file: None, ..f.clone() }, "need etcd_ca_file"),
+            (RawConfig { etcd_prefix: Some("/knet/".into()), ..f.clone() }, "etcd_prefix"),
+            (RawConfig { etcd_prefix: Some("knet".into()), ..f.clone() }, "etcd_prefix"),
+            (RawConfig { etcd_endpoints: Some(vec!["10.0.0.5:2379".into()]), ..f.clone() }, "not an http"),
+            (RawConfig { etcd_endpoints: Some(vec![]), ..f.clone() }, "empty"),
+            (RawConfig { etcd_lease_ttl_seconds: Some(0), ..f.clone() }, "between 1 and"),
+            (RawConfig { pod_cidr: Some("10.244.1.0/24".into()), ..f.clone() }, "leave it unset"),
+            (
+                RawConfig { node_source: Some(SourceKind::File), nodes_file: Some("/x".into()), ..f.clone() },
+                "read only with",
+            ),
+        ] {
+            let e = Config::try_from(change).unwrap_err().to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            raw: RawConfig,
+        }
+        let cli =
+            <Cli as clap::Parser>::try_parse_from(["knet-agent", "--etcd-endpoints", "http://a:2379,http://b:2379"])
+                .unwrap();
+        assert_eq!(cli.raw.etcd_endpoints.unwrap(), ["http://a:2379", "http://b:2379"]);
     }
 
     #[test]

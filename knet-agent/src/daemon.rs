@@ -26,7 +26,7 @@ use crate::{
     metrics::{self, Metrics},
     reconcile::Local,
     reconciler::{local_pod_cidr, ClusterView, Reconciler},
-    sources::{self, kubernetes, Publisher},
+    sources::{self, etcd, kubernetes, Publisher},
 };
 
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
@@ -62,6 +62,17 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             tokio::spawn(kubernetes::watch(client.clone(), config.node_name.clone(), publisher));
             (rx, Some(client))
         }
+        Source::Etcd(settings) => {
+            let me = etcd::flannel::Me {
+                name: config.node_name.clone(),
+                public_ip: settings.public_ip,
+                mode: config.mode,
+                vni: config.vni,
+            };
+            let (publisher, rx) = Publisher::new();
+            tokio::spawn(etcd::watch(settings.clone(), me, publisher));
+            (rx, None)
+        }
     };
     let local = Local { name: config.node_name.clone(), mode: config.mode, vni: config.vni, pod_cidr: config.pod_cidr };
     let metrics = Metrics::new();
@@ -70,9 +81,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     tokio::spawn(reconciler.run(published));
 
     // A static source is the operator's own file: a bad one stops the start
-    // with its line named. The API server's world may get better: there
-    // the agent serves, not ready, and keeps trying.
-    if kube.is_none() {
+    // with its line named. The API server's and etcd's worlds may get
+    // better: there the agent serves, not ready, and keeps trying.
+    if config.source.is_static() {
         let first = first_outcome(&mut cluster).await?;
         if let Some(e) = first.source.error {
             bail!(e);

@@ -7,11 +7,13 @@
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
+use ipnet::Ipv4Net;
 use knet_agent::config::Mode;
 use knet_agent::reconciler::ClusterView;
 
 use crate::{
     cni::{Attachment, KnetNetwork},
+    etcd::Etcd,
     kube_api::KubeApi,
     netns::unique_name,
     wait, Agent, AgentOptions, Netns, Node, Pod,
@@ -31,6 +33,12 @@ pub fn pod_cidr(i: usize) -> String {
 
 pub fn pod_address(node: usize, pod: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, node as u8, 2 + pod as u8)
+}
+
+/// Pod `pod`'s address in a node's subnet `cidr` (as `pod_address` does
+/// for `pod_cidr(i)`).
+pub fn pod_address_in(cidr: Ipv4Net, pod: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(cidr.network()) + 2 + pod as u32)
 }
 
 /// Node `i`'s port on the fabric's bridge: what it sends arrives there.
@@ -54,7 +62,27 @@ enum Source {
     File,
     /// `Node` objects of a `KubeApi` server on the outside host.
     Kubernetes,
+    /// Subnet leases in a real etcd on the outside host.
+    Etcd(EtcdOptions),
 }
+
+/// An etcd cluster's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EtcdOptions {
+    /// The agents' `etcd_lease_ttl_seconds`.
+    pub lease_ttl_seconds: u64,
+    /// flannel's network config, written at `<prefix>/config` first.
+    pub network_config: &'static str,
+    /// etcd serves TLS only, to holders of a client certificate, and the
+    /// agents are given the CA, their certificate and its key.
+    pub tls: bool,
+}
+
+/// The etcd cluster's prefix (flannel's default).
+pub const ETCD_PREFIX: &str = knet_agent::config::DEFAULT_ETCD_PREFIX;
+/// The network config an etcd cluster gets by default.
+pub const ETCD_NETWORK: &str =
+    r#"{"Network": "10.244.0.0/16", "SubnetLen": 24, "Backend": {"Type": "vxlan", "VNI": 1}}"#;
 
 /// How a cluster's pods are wired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +102,17 @@ pub struct Cluster {
     pub agents: Vec<Agent>,
     /// With `kubernetes`: the API server the agents watch.
     pub kube: Option<KubeApi>,
+    /// With `etcd`: the etcd the agents lease from, on the outside host.
+    pub etcd: Option<Etcd>,
     pub pods: Vec<Vec<Pod>>,
     pub nodes: Vec<Node>,
     pub outside: Netns,
     pub fabric: Netns,
     /// With `with_cni`: each node's knet network (config, IPAM directory).
     pub networks: Vec<KnetNetwork>,
+    /// Each node's pod subnet: `pod_cidr(i)`, or with `etcd` what node
+    /// `i`'s agent leased.
+    pub pod_cidrs: Vec<Ipv4Net>,
     dir: TempDir,
 }
 
@@ -113,13 +146,42 @@ impl Cluster {
         Self::build(nodes, pods, mode, Wiring::Cni, Source::File)
     }
 
+    /// Like `new`, but the agents lease their subnets from a real etcd
+    /// (`etcd`, on the outside host) holding `options.network_config`, and
+    /// are configured with no pod CIDR; each is ready before the next
+    /// starts, and its pods are in the subnet it leased (`pod_cidrs`).
+    /// Namespaces are named `et-...`.
+    pub fn etcd(nodes: usize, pods: usize, mode: Mode, options: EtcdOptions) -> Result<Self> {
+        Self::build(nodes, pods, mode, Wiring::Harness, Source::Etcd(options))
+    }
+
+    /// Agent `i`'s config lines for an etcd cluster.
+    pub fn etcd_config(&self, i: usize, mode: Mode, lease_ttl_seconds: u64) -> String {
+        let endpoint = self.etcd.as_ref().map(Etcd::endpoint).unwrap_or_default();
+        let tls = match self.etcd.as_ref().and_then(Etcd::tls) {
+            Some(t) => format!(
+                "etcd_ca_file = {:?}\netcd_cert_file = {:?}\netcd_key_file = {:?}\n",
+                t.ca.display().to_string(),
+                t.client_cert.display().to_string(),
+                t.client_key.display().to_string()
+            ),
+            None => String::new(),
+        };
+        format!(
+            "node_source = \"etcd\"\netcd_endpoints = [{endpoint:?}]\npublic_ip = \"{}\"\n\
+             etcd_lease_ttl_seconds = {lease_ttl_seconds}\nmode = \"{mode}\"\n{tls}",
+            node_address(i)
+        )
+    }
+
     fn build(nodes: usize, pods: usize, mode: Mode, wiring: Wiring, source: Source) -> Result<Self> {
         let dir = TempDir(std::env::temp_dir().join(unique_name("cluster")));
         std::fs::create_dir_all(&dir.0)?;
-        let fabric = Netns::new("fabric")?;
+        let role = |r: &str| if matches!(source, Source::Etcd(_)) { format!("et-{r}") } else { r.to_string() };
+        let fabric = Netns::new(&role("fabric"))?;
         fabric.ip(&["link", "add", "br0", "type", "bridge"])?;
         fabric.ip(&["link", "set", "br0", "up"])?;
-        let outside = Netns::new("outside")?;
+        let outside = Netns::new(&role("outside"))?;
         fabric.ip(&["link", "add", "out0", "type", "veth", "peer", "name", "eth0", "netns", outside.name()])?;
         fabric.ip(&["link", "set", "out0", "master", "br0", "up"])?;
         outside.ip(&["addr", "add", &format!("{OUTSIDE}/24"), "dev", "eth0"])?;
@@ -129,17 +191,19 @@ impl Cluster {
             attachments: vec![],
             agents: vec![],
             kube: None,
+            etcd: None,
             pods: vec![],
             nodes: vec![],
             outside,
             fabric,
             networks: vec![],
+            pod_cidrs: vec![],
             dir,
         };
         let file: String = (0..nodes).map(node_line).collect();
         cluster.write_nodes_file(&file)?;
         for i in 0..nodes {
-            let node = Node::on_fabric(&format!("node{i}"), node_address(i), &cluster.fabric, &fabric_port(i))?;
+            let node = Node::on_fabric(&role(&format!("node{i}")), node_address(i), &cluster.fabric, &fabric_port(i))?;
             cluster.nodes.push(node);
         }
         let extra = match source {
@@ -158,14 +222,33 @@ impl Cluster {
                 cluster.kube = Some(api);
                 extra
             }
+            Source::Etcd(options) => {
+                let etcd = if options.tls {
+                    Etcd::start_tls(&cluster.outside, OUTSIDE)?
+                } else {
+                    Etcd::start(&cluster.outside, OUTSIDE)?
+                };
+                etcd.put(&format!("{ETCD_PREFIX}/config"), options.network_config, None)?;
+                cluster.etcd = Some(etcd);
+                String::new()
+            }
         };
         for i in 0..nodes {
             let cidr = (source == Source::File).then(|| pod_cidr(i));
             let opts = AgentOptions { node_name: node_name(i), pod_cidr: cidr };
+            let extra = match source {
+                Source::Etcd(options) => cluster.etcd_config(i, mode, options.lease_ttl_seconds),
+                _ => extra.clone(),
+            };
             let agent = Agent::start_with(&cluster.nodes[i].ns, &opts, &extra)?;
-            if source == Source::Kubernetes {
+            if source != Source::File {
                 agent.wait_ready(Duration::from_secs(30))?;
             }
+            let leased = match source {
+                Source::File | Source::Kubernetes => pod_cidr(i).parse().expect("a CIDR"),
+                Source::Etcd(_) => agent.node()?.pod_cidr,
+            };
+            cluster.pod_cidrs.push(leased);
             cluster.agents.push(agent);
             cluster.pods.push(Vec::new());
             match wiring {
@@ -178,9 +261,10 @@ impl Cluster {
 
     fn harness_pods(&mut self, i: usize, pods: usize) -> Result<()> {
         let route_mtu = self.agents[i].nodes()?.route_mtu.context("agent reports no route_mtu")?;
-        self.nodes[i].set_pod_routes(&pod_cidr(i), route_mtu);
+        let cidr = self.pod_cidrs[i];
+        self.nodes[i].set_pod_routes(&cidr.to_string(), route_mtu);
         for j in 0..pods {
-            let pod = self.nodes[i].add_pod(&format!("n{i}p{j}"), pod_address(i, j))?;
+            let pod = self.nodes[i].add_pod(&format!("n{i}p{j}"), pod_address_in(cidr, j))?;
             // Kept first, so a refusal below still removes the pod.
             self.pods[i].push(pod);
             self.agents[i].add_pod(self.pods[i].last().expect("pushed"))?;

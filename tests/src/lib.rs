@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod containerd;
+pub mod etcd;
 pub mod flannel;
 pub mod frames;
 pub mod inject;

@@ -40,12 +40,18 @@ const TOOLS: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("/usr/lib/cni/loopback", "containernetworking-plugins"),
     ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+    // protoc also builds the agent's etcd client (etcd-client), whose
+    // protos import protobuf's own well-known types (descriptor.proto,
+    // struct.proto), which only libprotobuf-dev ships.
     ("protoc", "protobuf-compiler"),
+    ("/usr/include/google/protobuf/descriptor.proto", "libprotobuf-dev"),
     ("gcc", "gcc"),
     ("/usr/include/stdio.h", "libc6-dev"),
     // `promtool check metrics` judges the agent's real /metrics output
     // (tests/tests/metrics.rs); installing the package starts no server.
     ("promtool", "prometheus"),
+    // The etcd source's tests run Debian's real etcd (3.4) in a namespace.
+    ("etcd", "etcd-server"),
 ];
 
 /// What the fuzz targets' build needs beyond Rust: libfuzzer-sys compiles

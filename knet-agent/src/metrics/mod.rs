@@ -225,6 +225,7 @@ fn source_label(kind: crate::sources::SourceKind) -> &'static str {
         crate::sources::SourceKind::None => "none",
         crate::sources::SourceKind::File => "file",
         crate::sources::SourceKind::Kubernetes => "kubernetes",
+        crate::sources::SourceKind::Etcd => "etcd",
     }
 }
 

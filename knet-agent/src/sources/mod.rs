@@ -1,7 +1,8 @@
-//! Node sources. Each turns its world (a file, the Kubernetes API) into the
+//! Node sources. Each turns its world (a file, the Kubernetes API, etcd) into the
 //! full desired set of nodes and publishes it on a `watch` channel; none of
 //! them calls into the agent. `reconcile` takes it from there.
 
+pub mod etcd;
 pub mod file;
 pub mod kubernetes;
 
@@ -22,6 +23,8 @@ pub enum SourceKind {
     File,
     /// `Node` objects of the Kubernetes API.
     Kubernetes,
+    /// Subnet leases in etcd, in flannel's layout.
+    Etcd,
 }
 
 /// A source's latest word.
@@ -80,6 +83,11 @@ impl Publisher {
     /// True once every receiver is gone (the agent is stopping).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Completes once every receiver is gone.
+    pub async fn closed(&self) {
+        self.tx.closed().await
     }
 }
 
