@@ -119,6 +119,39 @@ pub fn peer_from_node(node: &Value) -> Result<Peer> {
     Ok(Peer { public_ip, subnet, vtep_mac })
 }
 
+/// The value flanneld's vxlan backend writes for this flannel node's
+/// lease in etcd (Go's `json.Marshal` of its lease attributes), byte for
+/// byte.
+pub fn lease_value(ns: &Netns, public_ip: Ipv4Addr) -> Result<String> {
+    let mac = vtep_mac(ns)?;
+    Ok(format!(
+        r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":{VNI},"VtepMAC":"{mac}"}}}}"#
+    ))
+}
+
+/// A peer from an etcd lease (`<prefix>/subnets/a.b.c.d-len` and its
+/// value), read the way flanneld's etcd subnet manager and vxlan backend
+/// read one: the subnet from the key, `PublicIP`, and `BackendData.VtepMAC`
+/// of a vxlan lease. On its own terms, not with knet's parser.
+pub fn peer_from_lease(key: &str, value: &str) -> Result<Peer> {
+    let tail = key.rsplit('/').next().unwrap_or(key);
+    let (net, len) = tail.split_once('-').with_context(|| format!("lease key {key} is not a.b.c.d-len"))?;
+    let subnet: Ipv4Net = format!("{net}/{len}").parse().with_context(|| format!("lease key {key}"))?;
+    let lease: Value = serde_json::from_str(value).with_context(|| format!("lease {key} is not JSON"))?;
+    if lease["BackendType"].as_str() != Some("vxlan") {
+        bail!("lease {key}: backend type {} is not vxlan", lease["BackendType"]);
+    }
+    let public_ip = lease["PublicIP"]
+        .as_str()
+        .and_then(|ip| ip.parse().ok())
+        .with_context(|| format!("lease {key}: no PublicIP"))?;
+    let vtep_mac = lease["BackendData"]["VtepMAC"]
+        .as_str()
+        .with_context(|| format!("lease {key}: no BackendData.VtepMAC"))?
+        .to_string();
+    Ok(Peer { public_ip, subnet, vtep_mac })
+}
+
 /// `rx_otherhost_dropped` of the node's `flannel.1`: decapsulated frames
 /// it dropped because their inner destination was not its MAC.
 pub fn rx_otherhost_dropped(ns: &Netns) -> Result<u64> {

@@ -5,15 +5,21 @@
 //! objects (read back from the API server, as flanneld would read them);
 //! the agents learn the flannel node from the annotations flanneld writes.
 //! The same with the static node file: the flannel node is its fourth
-//! column's MAC, and is programmed from what the agents report.
+//! column's MAC, and is programmed from what the agents report. And with
+//! one etcd: the flannel node's lease is written by hand as flanneld writes
+//! it, and the flannel node is programmed from the knet agents' leases.
 //! Needs root; run with `cargo xtask test`.
 
 use std::{collections::BTreeSet, time::Duration};
 
+use ipnet::Ipv4Net;
 use knet_agent::config::Mode;
 use knet_common::Stat;
 use knet_tests::{
-    cluster::{fabric_port, node_address, node_line, node_name, pod_address, pod_cidr, Cluster},
+    cluster::{
+        fabric_port, node_address, node_line, node_name, pod_address, pod_address_in, pod_cidr, Cluster, EtcdOptions,
+        ETCD_NETWORK, ETCD_PREFIX,
+    },
     flannel,
     kube_api::KubeApi,
     traffic, wait, Node, Pod,
@@ -27,6 +33,8 @@ struct Mixed {
     // Drop order: the flannel node's pod and node, then the cluster.
     flannel_pod: Pod,
     flannel: Node,
+    /// The flannel node's pod subnet.
+    flannel_subnet: Ipv4Net,
     c: Cluster,
 }
 
@@ -51,7 +59,7 @@ impl Mixed {
     /// Waits until every agent has the flannel node's subnet in its map
     /// with the VTEP MAC `mac`.
     fn wait_programmed(&self, mac: &str) {
-        let want = format!("{} via {} vtep {mac}", pod_cidr(FLANNEL), node_address(FLANNEL));
+        let want = format!("{} via {} vtep {mac}", self.flannel_subnet, node_address(FLANNEL));
         for (i, agent) in self.c.agents.iter().enumerate() {
             wait::until(&format!("agent {i} to program {want}"), WAIT, || {
                 agent.datapath().ok()?.node_subnets.contains(&want).then_some(())
@@ -64,12 +72,19 @@ impl Mixed {
 /// The flannel node of cluster `c`, on its fabric, with a pod; flannel
 /// gives its pods the device's MTU.
 fn with_flannel_node(c: Cluster) -> Mixed {
+    with_flannel_node_in(c, pod_cidr(FLANNEL).parse().unwrap())
+}
+
+/// The same, the flannel node's pods in `subnet`.
+fn with_flannel_node_in(c: Cluster, subnet: Ipv4Net) -> Mixed {
     let mut flannel = Node::on_fabric("vt-flannel", node_address(FLANNEL), &c.fabric, &fabric_port(FLANNEL)).unwrap();
     flannel.ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
-    flannel::add_device(&flannel.ns, node_address(FLANNEL), pod_cidr(FLANNEL).parse().unwrap()).unwrap();
-    flannel.set_pod_routes(&pod_cidr(FLANNEL), flannel::MTU);
-    let flannel_pod = flannel.add_pod("vt-fp0", pod_address(FLANNEL, 0)).unwrap();
-    Mixed { flannel_pod, flannel, c }
+    flannel::add_device(&flannel.ns, node_address(FLANNEL), subnet).unwrap();
+    flannel.set_pod_routes(&subnet.to_string(), flannel::MTU);
+    let pod_ip =
+        if subnet.to_string() == pod_cidr(FLANNEL) { pod_address(FLANNEL, 0) } else { pod_address_in(subnet, 0) };
+    let flannel_pod = flannel.add_pod("vt-fp0", pod_ip).unwrap();
+    Mixed { flannel_pod, flannel, flannel_subnet: subnet, c }
 }
 
 /// Two knet nodes with a pod each, watching the test API server, and the
@@ -170,5 +185,31 @@ fn a_flannel_node_in_the_node_file_with_its_vtep_mac_reaches_knet_pods_both_ways
         let peer = flannel::Peer { public_ip: node_address(i), subnet: node.pod_cidr, vtep_mac };
         flannel::add_peer(&m.flannel.ns, &peer).unwrap();
     }
+    every_pod_reaches_every_pod(&m);
+}
+
+#[test]
+fn a_flannel_node_leased_by_hand_in_etcd_and_knet_nodes_leasing_beside_it_reach_each_other_both_ways() {
+    // The agents lease from the first free subnets; the flannel node's is
+    // past where they look (flannel's random pick among the first 100).
+    let subnet: Ipv4Net = "10.244.200.0/24".parse().unwrap();
+    let options = EtcdOptions { lease_ttl_seconds: 60, network_config: ETCD_NETWORK, tls: false };
+    let m = with_flannel_node_in(Cluster::etcd(2, 1, Mode::Vxlan, options).unwrap(), subnet);
+    let etcd = m.c.etcd.as_ref().expect("an etcd cluster");
+    // The flannel node's lease, written by hand exactly as flanneld writes it.
+    let key = format!("{ETCD_PREFIX}/subnets/{}-{}", subnet.network(), subnet.prefix_len());
+    etcd.put(&key, &flannel::lease_value(&m.flannel.ns, node_address(FLANNEL)).unwrap(), Some(120)).unwrap();
+    // flanneld: a route, neighbour and FDB entry for every other lease,
+    // read from etcd (what the knet agents published, and nothing else).
+    let leases = etcd.list(&format!("{ETCD_PREFIX}/subnets/")).unwrap();
+    let mut peers = 0;
+    for (k, v) in leases.iter().filter(|(k, _)| *k != key) {
+        let peer = flannel::peer_from_lease(k, v).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(m.c.pod_cidrs.contains(&peer.subnet), "{peer:?} is not a knet agent's lease");
+        flannel::add_peer(&m.flannel.ns, &peer).unwrap();
+        peers += 1;
+    }
+    assert_eq!(peers, 2, "one lease per knet agent: {leases:?}");
+    m.wait_programmed(&flannel::vtep_mac(&m.flannel.ns).unwrap());
     every_pod_reaches_every_pod(&m);
 }

@@ -40,6 +40,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("runc", "runc"),
     ("/usr/lib/cni/loopback", "containernetworking-plugins"),
     ("/usr/lib/cni/bridge", "containernetworking-plugins"),
+    // The bench's kernel-routed plane is the reference ptp plugin's.
+    ("/usr/lib/cni/ptp", "containernetworking-plugins"),
     // protoc also builds the agent's etcd client (etcd-client), whose
     // protos import protobuf's own well-known types (descriptor.proto,
     // struct.proto), which only libprotobuf-dev ships.
