@@ -219,6 +219,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     require_root("cargo xtask bench")?;
     let args = args.effective();
     args.check()?;
+    // Taken before anything is measured: the commit and the tree measured,
+    // not whatever the checkout holds when the run ends.
+    let machine = machine::describe();
     let tc = setup::ensure_ready()?;
     // Release binaries: the control plane's costs are the agent's own, and a
     // debug build would measure the compiler's settings instead.
@@ -321,7 +324,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "variants": args.variants.iter().map(|v| format!("{}={}", v.name, v.agent_bin.display())).collect::<Vec<_>>(),
     });
     let body = serde_json::json!({
-        "machine": machine::describe(),
+        "machine": machine,
         "settings": settings,
         "samples": samples,
         "ratios": report::ratios_json(&samples, report::TARGETS),

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 pub fn describe() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let root = crate::root().display().to_string();
     json!({
         "kernel": read("/proc/sys/kernel/osrelease"),
         "cpu_model": field(&cpuinfo, "model name"),
@@ -21,7 +22,13 @@ pub fn describe() -> Value {
             "iptables": first_line("iptables", &["--version"]),
             "cni_plugins": first_line("/usr/lib/cni/bridge", &["--version"]),
         },
-        "knet_commit": first_line("git", &["-C", &crate::root().display().to_string(), "rev-parse", "HEAD"]),
+        "knet_commit": first_line("git", &["-C", &root, "rev-parse", "HEAD"]),
+        // Uncommitted changes in the measured tree, if any (`git status`).
+        "knet_tree_changes": Command::new("git")
+            .args(["-C", &root, "status", "--porcelain", "--untracked-files=no"])
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count()),
     })
 }
 
