@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
     let own = flannel::own_lease(me.public_ip, me.mode, me.vni).to_json().into_bytes();
     let mut leases = RawLeases::new();
     leases.insert(flannel::subnet_key(PREFIX, mine), own);
+    // The source reads etcd's keys as its store does: lossily as UTF-8
+    // (etcd keys are bytes), so the key the set is judged by is that one.
     let fuzzed = String::from_utf8_lossy(key).into_owned();
+    let subnet = flannel::parse_subnet_key(PREFIX, fuzzed.as_bytes());
     let ours = leases.contains_key(&fuzzed);
     leases.insert(fuzzed.clone(), value.to_vec());
     match flannel::node_set(PREFIX, &leases, &network, &me, mine) {

@@ -95,7 +95,14 @@ pub fn own_node_spec(node: &Node) -> Result<NodeSpec, Skipped> {
 }
 
 fn read_node(node: &Node, flannel: bool) -> Result<NodeSpec, Skipped> {
-    let name = node.metadata.name.clone().unwrap_or_default();
+    // A node is known by its name (the store's key, the set's): without
+    // one it could be neither added nor removed.
+    let name = node
+        .metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| Skipped::Invalid("it has no metadata.name".into()))?;
     let spec = node.spec.as_ref();
     let cidrs: Vec<&str> = match spec.and_then(|s| s.pod_cidrs.as_ref()).filter(|c| !c.is_empty()) {
         Some(list) => list.iter().map(String::as_str).collect(),
@@ -407,6 +414,12 @@ mod tests {
         assert_eq!(node_spec(&node("a", &["10.244.3.0/24"], None)), Err(Skipped::NoInternalIp));
         assert_eq!(node_spec(&node("a", &["fd00::/64"], Some("192.168.77.13"))), Err(Skipped::NoPodCidr));
         assert!(matches!(node_spec(&node("a", &["10.244.3.7/24"], Some("1.2.3.4"))), Err(Skipped::Invalid(_))));
+        // Found by the fuzz target: a Node without a name was read as "".
+        let nameless = Skipped::Invalid("it has no metadata.name".into());
+        assert_eq!(node_spec(&node("", &["10.244.3.0/24"], Some("192.168.77.13"))), Err(nameless.clone()));
+        let mut unnamed = node("a", &["10.244.3.0/24"], Some("192.168.77.13"));
+        unnamed.metadata.name = None;
+        assert_eq!(node_spec(&unnamed), Err(nameless));
     }
 
     /// `node` with annotations, as flanneld leaves them on its Node.
