@@ -631,15 +631,23 @@ fn finish(stream: &mut dyn Conn) -> Result<()> {
     Ok(())
 }
 
-fn patch_metadata(s: &Shared, stream: &mut dyn Conn, req: &Request, name: &str) -> Result<()> {
+/// A PATCH's media type and body, or the API server's refusal: 400 for a
+/// body that is not JSON, 415 for a patch type it does not take.
+fn read_patch(req: &Request) -> Result<(String, Value), (u16, Value)> {
     let content_type = req.headers.get("content-type").cloned().unwrap_or_default();
-    let body: Value = match serde_json::from_slice(&req.body) {
-        Ok(v) => v,
-        Err(e) => return respond(stream, 400, &status(400, "BadRequest", &e.to_string())),
-    };
+    let body: Value =
+        serde_json::from_slice(&req.body).map_err(|e| (400, status(400, "BadRequest", &e.to_string())))?;
     if content_type != "application/strategic-merge-patch+json" && content_type != "application/merge-patch+json" {
-        return respond(stream, 415, &status(415, "UnsupportedMediaType", &format!("{content_type} is not supported")));
+        return Err((415, status(415, "UnsupportedMediaType", &format!("{content_type} is not supported"))));
     }
+    Ok((content_type, body))
+}
+
+fn patch_metadata(s: &Shared, stream: &mut dyn Conn, req: &Request, name: &str) -> Result<()> {
+    let (content_type, body) = match read_patch(req) {
+        Ok(patch) => patch,
+        Err((code, refusal)) => return respond(stream, code, &refusal),
+    };
     let mut st = s.state.lock().unwrap();
     st.metadata_patches.push(Patch { node: name.to_string(), content_type, body: body.clone() });
     let node = KubeApi::merge_metadata(&mut st, name, &body);
@@ -652,14 +660,10 @@ fn patch_metadata(s: &Shared, stream: &mut dyn Conn, req: &Request, name: &str) 
 }
 
 fn patch_status(s: &Shared, stream: &mut dyn Conn, req: &Request, name: &str) -> Result<()> {
-    let content_type = req.headers.get("content-type").cloned().unwrap_or_default();
-    let body: Value = match serde_json::from_slice(&req.body) {
-        Ok(v) => v,
-        Err(e) => return respond(stream, 400, &status(400, "BadRequest", &e.to_string())),
+    let (content_type, body) = match read_patch(req) {
+        Ok(patch) => patch,
+        Err((code, refusal)) => return respond(stream, code, &refusal),
     };
-    if content_type != "application/strategic-merge-patch+json" && content_type != "application/merge-patch+json" {
-        return respond(stream, 415, &status(415, "UnsupportedMediaType", &format!("{content_type} is not supported")));
-    }
     let mut st = s.state.lock().unwrap();
     st.patches.push(Patch { node: name.to_string(), content_type: content_type.clone(), body: body.clone() });
     let Some(mut node) = st.nodes.get(name).cloned() else {
