@@ -7,7 +7,6 @@ mod build;
 mod fuzz;
 mod image;
 mod libcni;
-mod packages;
 mod run;
 mod setup;
 mod test;
@@ -16,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use xtask_boot::packages;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "knet's developer workflows")]
@@ -74,7 +74,4 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
-/// Prints a step the way every xtask command reports progress.
-pub fn step(msg: impl std::fmt::Display) {
-    eprintln!("==> {msg}");
-}
+pub use xtask_boot::step;

@@ -33,8 +33,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/share/gocode/src/github.com/containernetworking/cni/libcni", "golang-github-appc-cni-dev"),
     // The CRI tests: a real containerd and runc, the reference plugins they
     // chain (loopback for every pod's lo, bridge for the bench's reference
-    // node), protoc for the k8s-cri client's build, and a static libc for
-    // the pause binary of the offline sandbox image.
+    // node), and a static libc for the pause binary of the offline sandbox
+    // image.
     ("containerd", "containerd"),
     ("ctr", "containerd"),
     ("runc", "runc"),
@@ -42,11 +42,6 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/lib/cni/bridge", "containernetworking-plugins"),
     // The bench's kernel-routed plane is the reference ptp plugin's.
     ("/usr/lib/cni/ptp", "containernetworking-plugins"),
-    // protoc also builds the agent's etcd client (etcd-client), whose
-    // protos import protobuf's own well-known types (descriptor.proto,
-    // struct.proto), which only libprotobuf-dev ships.
-    ("protoc", "protobuf-compiler"),
-    ("/usr/include/google/protobuf/descriptor.proto", "libprotobuf-dev"),
     ("gcc", "gcc"),
     ("/usr/include/stdio.h", "libc6-dev"),
     // `promtool check metrics` judges the agent's real /metrics output
@@ -55,6 +50,14 @@ const TOOLS: &[(&str, &str)] = &[
     // The etcd source's tests run Debian's real etcd (3.4) in a namespace.
     ("etcd", "etcd-server"),
 ];
+
+/// What building xtask itself needs, installed before it is compiled (by
+/// the `cargo xtask` entry point): protoc for the build scripts of the CRI
+/// client (k8s-cri) and the agent's etcd client (etcd-client), whose protos
+/// import protobuf's own well-known types (descriptor.proto, struct.proto),
+/// which only libprotobuf-dev ships.
+pub const BUILD_TOOLS: &[(&str, &str)] =
+    &[("protoc", "protobuf-compiler"), ("/usr/include/google/protobuf/descriptor.proto", "libprotobuf-dev")];
 
 /// What the fuzz targets' build needs beyond Rust: libfuzzer-sys compiles
 /// libFuzzer (C++).
@@ -69,6 +72,7 @@ fn on_path(cmd: &str) -> bool {
 
 /// Installs the packages of every missing tool with apt-get (as root).
 pub fn ensure_tools() -> Result<()> {
+    ensure(BUILD_TOOLS)?;
     ensure(TOOLS)
 }
 
