@@ -14,7 +14,7 @@ use crate::{
     api::DatapathView,
     dataplane::{Dataplane, NodeMaps, SetEndpointError},
     endpoints::{self, AddEndpoint, Endpoint, EndpointError, Endpoints},
-    host::{Link, LinkTraits, Netlink},
+    host::{self, Link, LinkTraits, Netlink},
     mac::MacAddr,
 };
 
@@ -48,6 +48,9 @@ pub struct Agent {
     pod_cidr: Option<Ipv4Net>,
     /// The underlay device the reconciler attached to, never a pod's.
     underlay_ifindex: Option<u32>,
+    /// The IPv4 GSO/GRO size new pods' veths get (BIG TCP), when the
+    /// underlay carries packets that large; `None`: the kernel's 64 KiB.
+    pod_gso_max_size: Option<u32>,
 }
 
 impl Agent {
@@ -60,11 +63,16 @@ impl Agent {
             netlink,
             pod_cidr: None,
             underlay_ifindex: None,
+            pod_gso_max_size: None,
         }
     }
 
     pub fn node_name(&self) -> &str {
         &self.node_name
+    }
+
+    pub fn pod_gso_max_size(&self) -> Option<u32> {
+        self.pod_gso_max_size
     }
 
     pub fn pod_cidr(&self) -> Option<Ipv4Net> {
@@ -121,8 +129,33 @@ impl Agent {
         self.dataplane.detach_underlay(ifindex)?;
         if self.underlay_ifindex == Some(ifindex) {
             self.underlay_ifindex = None;
+            self.pod_gso_max_size = None;
         }
         Ok(())
+    }
+
+    /// BIG TCP (`on`): raises the underlay's IPv4 GSO and GRO sizes and
+    /// offers new pods what the underlay can then carry. A driver that
+    /// cannot is no error: pods keep 64 KiB packets, which it segments.
+    pub async fn set_big_tcp(&mut self, underlay: &Link, on: bool) {
+        self.pod_gso_max_size = None;
+        if !on {
+            return;
+        }
+        match self.netlink.raise_gso_limits(underlay.index, host::BIG_TCP_SIZE).await {
+            Ok(size) if size > host::LEGACY_GSO_SIZE => {
+                tracing::info!(underlay = underlay.name, gso_ipv4_max_size = size, "BIG TCP on for new pods");
+                self.pod_gso_max_size = Some(size);
+            }
+            Ok(size) => tracing::warn!(
+                underlay = underlay.name,
+                gso_ipv4_max_size = size,
+                "the underlay's driver segments no more than 64 KiB: BIG TCP stays off"
+            ),
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), "cannot raise the underlay's GSO size: BIG TCP stays off")
+            }
+        }
     }
 
     fn serving(&self) -> Result<Ipv4Net, AgentError> {

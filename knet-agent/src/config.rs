@@ -84,6 +84,11 @@ pub struct RawConfig {
     /// through the agent; off, the verifier removes them [default: false].
     #[arg(long, env = "KNET_EBPF_LOG", num_args = 0..=1, default_missing_value = "true")]
     pub ebpf_log: Option<bool>,
+    /// BIG TCP in native mode: pods' veths and the underlay carry IPv4
+    /// packets of up to 192 KiB (as far as the underlay's driver allows)
+    /// [default: true; VXLAN mode never].
+    #[arg(long, env = "KNET_BIG_TCP", num_args = 0..=1, default_missing_value = "true")]
+    pub big_tcp: Option<bool>,
     /// etcd endpoints for the etcd source, comma-separated on the command
     /// line [default: http://127.0.0.1:2379].
     #[arg(long, env = "KNET_ETCD_ENDPOINTS", value_delimiter = ',')]
@@ -161,6 +166,7 @@ impl RawConfig {
             log_level: over.log_level.or(self.log_level),
             metrics_address: over.metrics_address.or(self.metrics_address),
             ebpf_log: over.ebpf_log.or(self.ebpf_log),
+            big_tcp: over.big_tcp.or(self.big_tcp),
             etcd_endpoints: over.etcd_endpoints.or(self.etcd_endpoints),
             etcd_prefix: over.etcd_prefix.or(self.etcd_prefix),
             etcd_ca_file: over.etcd_ca_file.or(self.etcd_ca_file),
@@ -193,6 +199,8 @@ pub struct Config {
     pub metrics_address: Option<SocketAddr>,
     /// The programs' aya-log diagnostics are compiled in and read.
     pub ebpf_log: bool,
+    /// Native mode gives pods BIG TCP.
+    pub big_tcp: bool,
 }
 
 /// The node source with what it needs.
@@ -393,6 +401,7 @@ impl TryFrom<RawConfig> for Config {
             ebpf_object: raw.ebpf_object,
             metrics_address,
             ebpf_log: raw.ebpf_log.unwrap_or(false),
+            big_tcp: raw.big_tcp.unwrap_or(true),
         })
     }
 }
@@ -487,6 +496,7 @@ mod tests {
         assert_eq!(c.bpf_pin_dir, PathBuf::from(DEFAULT_BPF_PIN_DIR));
         assert_eq!(c.metrics_address, Some(DEFAULT_METRICS_ADDRESS.parse().unwrap()));
         assert!(!c.ebpf_log, "the eBPF diagnostics are off unless asked for");
+        assert!(c.big_tcp, "BIG TCP is on unless turned off");
     }
 
     #[test]
@@ -520,6 +530,9 @@ mod tests {
         }
         let cli = <Cli as clap::Parser>::try_parse_from(["knet-agent", "--ebpf-log"]).unwrap();
         assert_eq!(cli.raw.ebpf_log, Some(true), "the bare flag turns it on");
+        let mut r = raw("n", "10.0.0.0/24");
+        r.big_tcp = RawConfig::from_toml("big_tcp = false\n").unwrap().big_tcp;
+        assert!(!Config::try_from(r).unwrap().big_tcp, "big_tcp = false turns it off");
     }
 
     #[test]

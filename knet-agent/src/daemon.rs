@@ -74,7 +74,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             (rx, None)
         }
     };
-    let local = Local { name: config.node_name.clone(), mode: config.mode, vni: config.vni, pod_cidr: config.pod_cidr };
+    let local = Local {
+        name: config.node_name.clone(),
+        mode: config.mode,
+        vni: config.vni,
+        pod_cidr: config.pod_cidr,
+        big_tcp: config.big_tcp,
+    };
     let metrics = Metrics::new();
     let (reconciler, mut cluster) =
         Reconciler::new(node_maps, agent.clone(), local, config.source.kind(), metrics.clone()).await?;

@@ -27,7 +27,7 @@ use aya::{
 use ipnet::Ipv4Net;
 use knet_common::{
     ipv4_key, map_names,
-    node::{DataplaneConfig, NodeInfo, NodeSubnet, SUBNET_LOCAL},
+    node::{DataplaneConfig, NodeInfo, NodeSubnet, SUBNET_LOCAL, SUBNET_NEIGHBOUR},
     peer::PeerCounters,
     program_names, Counter, Endpoint as MapEndpoint, Stat,
 };
@@ -408,6 +408,9 @@ pub struct NodeMaps {
 pub struct SubnetEntry {
     pub node_ip: Ipv4Addr,
     pub local: bool,
+    /// The node is on the underlay's L2 segment: the programs send to its
+    /// address without a route lookup (`SUBNET_NEIGHBOUR`).
+    pub neighbour: bool,
     /// The inner destination MAC toward the node (zeros for this node's
     /// own subnet, which is never encapsulated to).
     pub vtep_mac: MacAddr,
@@ -417,7 +420,7 @@ impl SubnetEntry {
     fn to_map(self) -> NodeSubnet {
         NodeSubnet {
             node_ip: ipv4_key(self.node_ip.octets()),
-            flags: if self.local { SUBNET_LOCAL } else { 0 },
+            flags: if self.local { SUBNET_LOCAL } else { 0 } | if self.neighbour { SUBNET_NEIGHBOUR } else { 0 },
             vtep_mac: self.vtep_mac.0,
             _pad: [0; 2],
         }
@@ -427,6 +430,7 @@ impl SubnetEntry {
         SubnetEntry {
             node_ip: Ipv4Addr::from(v.node_ip.to_ne_bytes()),
             local: v.flags & SUBNET_LOCAL != 0,
+            neighbour: v.flags & SUBNET_NEIGHBOUR != 0,
             vtep_mac: MacAddr(v.vtep_mac),
         }
     }

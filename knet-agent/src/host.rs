@@ -12,7 +12,7 @@ use rtnetlink::{
         link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
         route::{RouteAddress, RouteAttribute, RouteMetric, RouteProtocol, RouteType},
     },
-    Handle, RouteMessageBuilder,
+    Handle, LinkUnspec, RouteMessageBuilder,
 };
 
 use crate::mac::MacAddr;
@@ -47,6 +47,50 @@ pub enum NodeRoute {
     /// what matches here is an address no pod has. Unreachable, rather
     /// than left to the default route, which would carry it off the node.
     Unreachable,
+}
+
+/// The largest IPv4 GSO and GRO packet knet asks for in native mode (BIG
+/// TCP, as Cilium's `enable-ipv4-big-tcp`, and its size): TCP in the pods
+/// then builds packets of up to 192 KiB instead of 64 KiB, so each byte
+/// crosses fewer per-packet costs on the way. VXLAN mode keeps 64 KiB: the
+/// outer headers of an encapsulated packet cannot carry a larger length.
+pub const BIG_TCP_SIZE: u32 = 196_608;
+
+/// The IPv4 GSO size without BIG TCP (the kernel's `GSO_LEGACY_MAX_SIZE`).
+pub const LEGACY_GSO_SIZE: u32 = 65_536;
+
+/// The GSO and GRO packet sizes a link allows for IPv4, and the largest its
+/// driver can segment (`gso_ipv4_max_size`, `gro_ipv4_max_size`,
+/// `tso_max_size`; iproute2 6.1 shows none of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GsoLimits {
+    pub gso_ipv4_max_size: u32,
+    pub gro_ipv4_max_size: u32,
+    pub tso_max_size: u32,
+}
+
+impl GsoLimits {
+    fn of(msg: &LinkMessage) -> Self {
+        let mut limits = GsoLimits::default();
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::GsoIpv4MaxSize(v) => limits.gso_ipv4_max_size = *v,
+                LinkAttribute::GroIpv4MaxSize(v) => limits.gro_ipv4_max_size = *v,
+                LinkAttribute::TsoMaxSize(v) => limits.tso_max_size = *v,
+                _ => {}
+            }
+        }
+        limits
+    }
+
+    /// The sizes to set for packets of up to `size` bytes: GSO no larger
+    /// than the driver can take, and neither ever lowered (someone else may
+    /// have raised them for their own reasons). `None`: nothing to change.
+    pub fn raised_to(self, size: u32) -> Option<(u32, u32)> {
+        let gso = self.gso_ipv4_max_size.max(size.min(self.tso_max_size));
+        let gro = self.gro_ipv4_max_size.max(size);
+        (gso != self.gso_ipv4_max_size || gro != self.gro_ipv4_max_size).then_some((gso, gro))
+    }
 }
 
 /// Where the kernel sends packets for an address.
@@ -98,6 +142,34 @@ impl Netlink {
             LinkAttribute::Stats64(s) => Some(s.rx_otherhost_dropped),
             _ => None,
         }))
+    }
+
+    /// The IPv4 GSO and GRO limits of the link named `name`, or `None` if
+    /// there is no such link.
+    pub async fn gso_limits(&self, name: &str) -> Result<Option<GsoLimits>> {
+        Ok(lookup(self.handle.link().get().match_name(name.to_string()), name).await?.map(|m| GsoLimits::of(&m)))
+    }
+
+    /// Raises link `index`'s IPv4 GSO and GRO sizes toward `size` (see
+    /// `GsoLimits::raised_to`); the GSO size it has afterwards.
+    pub async fn raise_gso_limits(&self, index: u32, size: u32) -> Result<u32> {
+        let msg = lookup(self.handle.link().get().match_index(index), &index.to_string())
+            .await?
+            .with_context(|| format!("no link {index}"))?;
+        let limits = GsoLimits::of(&msg);
+        let Some((gso, gro)) = limits.raised_to(size) else {
+            return Ok(limits.gso_ipv4_max_size);
+        };
+        let mut set = LinkUnspec::new_with_index(index).build();
+        set.attributes.push(LinkAttribute::GsoIpv4MaxSize(gso));
+        set.attributes.push(LinkAttribute::GroIpv4MaxSize(gro));
+        self.handle
+            .link()
+            .set(set)
+            .execute()
+            .await
+            .with_context(|| format!("cannot set link {index}'s gso_ipv4_max_size {gso}, gro_ipv4_max_size {gro}"))?;
+        Ok(gso)
     }
 
     /// The link with ifindex `index`, or `None` if there is none.
@@ -254,4 +326,26 @@ fn link_from(msg: LinkMessage) -> Option<Link> {
         }
     }
     Some(Link { name: name?, index: msg.header.index, mac: mac?, mtu })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(gso: u32, gro: u32, tso: u32) -> GsoLimits {
+        GsoLimits { gso_ipv4_max_size: gso, gro_ipv4_max_size: gro, tso_max_size: tso }
+    }
+
+    #[test]
+    fn big_tcp_is_raised_to_what_the_driver_segments_and_never_lowered() {
+        // A veth: 512 KiB segmentable, 64 KiB by default.
+        assert_eq!(limits(65_536, 65_536, 524_280).raised_to(BIG_TCP_SIZE), Some((BIG_TCP_SIZE, BIG_TCP_SIZE)));
+        // A driver that segments 64 KiB only: GRO may still grow.
+        assert_eq!(limits(65_536, 65_536, 65_536).raised_to(BIG_TCP_SIZE), Some((65_536, BIG_TCP_SIZE)));
+        // Already there, or higher: left alone.
+        assert_eq!(limits(BIG_TCP_SIZE, BIG_TCP_SIZE, 524_280).raised_to(BIG_TCP_SIZE), None);
+        assert_eq!(limits(262_144, 262_144, 524_280).raised_to(BIG_TCP_SIZE), None);
+        // Only what is lower moves.
+        assert_eq!(limits(262_144, 65_536, 524_280).raised_to(BIG_TCP_SIZE), Some((262_144, BIG_TCP_SIZE)));
+    }
 }

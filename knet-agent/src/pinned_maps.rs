@@ -113,7 +113,9 @@ pub fn carry_subnet(v: NodeSubnetV1) -> SubnetEntry {
     let node_ip = Ipv4Addr::from(v.node_ip.to_ne_bytes());
     let local = v.flags & SUBNET_LOCAL != 0;
     let vtep_mac = if local { MacAddr([0; 6]) } else { MacAddr::vtep_for(node_ip) };
-    SubnetEntry { node_ip, local, vtep_mac }
+    // The old layout had no neighbour flag: the route lookup per packet it
+    // did goes on until the reconciler rewrites the entry.
+    SubnetEntry { node_ip, local, neighbour: false, vtep_mac }
 }
 
 fn read_old_subnets(pin: &Path) -> Result<Vec<(Ipv4Net, SubnetEntry)>> {

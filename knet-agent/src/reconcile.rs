@@ -35,6 +35,8 @@ pub struct Underlay {
     pub link: Link,
     /// `to_netdev` too (VXLAN mode: the host's own traffic to remote pods).
     pub egress: bool,
+    /// BIG TCP: native mode with `big_tcp` on.
+    pub big_tcp: bool,
 }
 
 /// The kernel state knet owns, entry by entry: wanted (`Target`) or found
@@ -256,6 +258,8 @@ pub struct Local {
     /// The pod subnet this agent serves, when fixed already (configured,
     /// or taken from the source earlier): the source must agree.
     pub pod_cidr: Option<Ipv4Net>,
+    /// `big_tcp`: pods get BIG TCP in native mode.
+    pub big_tcp: bool,
 }
 
 /// The lookups `resolve` makes: netlink in the agent, a table in tests.
@@ -270,7 +274,17 @@ pub trait Lookups {
 /// address did not change is not looked up again.
 #[derive(Debug, Clone, Default)]
 pub struct NextHops {
-    by_node: BTreeMap<String, (Ipv4Addr, Ipv4Addr)>,
+    by_node: BTreeMap<String, NextHop>,
+}
+
+/// How the host reaches a node, as resolved for its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NextHop {
+    node_ip: Ipv4Addr,
+    /// The router toward the node, or the node itself.
+    via: Ipv4Addr,
+    /// No router, and out of the underlay: a neighbour there.
+    neighbour: bool,
 }
 
 /// A resolved target, with the next hops to remember once it is applied.
@@ -323,7 +337,7 @@ pub async fn resolve(
         }
     }
     let link = match (underlay_now, known.by_node.get(&me.name)) {
-        (Some(u), Some((ip, _))) if *ip == me.underlay_ip => u.link.clone(),
+        (Some(u), Some(hop)) if hop.node_ip == me.underlay_ip => u.link.clone(),
         (Some(_), Some(_)) => {
             bail!("this node's underlay IP changed to {}; restart the agent to move it", me.underlay_ip)
         }
@@ -348,16 +362,13 @@ pub async fn resolve(
         node_ips.insert(node.underlay_ip);
         if node.name == me.name {
             own_subnet(&mut entries, node.pod_cidr, node.underlay_ip);
-            next_hops.by_node.insert(node.name.clone(), (node.underlay_ip, node.underlay_ip));
+            let hop = NextHop { node_ip: node.underlay_ip, via: node.underlay_ip, neighbour: false };
+            next_hops.by_node.insert(node.name.clone(), hop);
             continue;
         }
-        entries.subnets.insert(
-            node.pod_cidr,
-            SubnetEntry { node_ip: node.underlay_ip, local: false, vtep_mac: peer_vtep_mac(node) },
-        );
         entries.tunnel_sources.insert(node.underlay_ip);
-        let via = match known.by_node.get(&node.name) {
-            Some((ip, via)) if *ip == node.underlay_ip => *via,
+        let hop = match known.by_node.get(&node.name) {
+            Some(hop) if hop.node_ip == node.underlay_ip => *hop,
             _ => {
                 let (gateway, oif) = lookups
                     .route_to(node.underlay_ip)
@@ -377,17 +388,31 @@ pub async fn resolve(
                 // The host's own traffic to the subnet leaves by the same
                 // next hop as traffic to the node (VXLAN: `to_netdev`
                 // encapsulates it on the way out).
-                gateway.unwrap_or(node.underlay_ip)
+                let via = gateway.unwrap_or(node.underlay_ip);
+                NextHop { node_ip: node.underlay_ip, via, neighbour: gateway.is_none() && oif == Some(link.index) }
             }
         };
-        next_hops.by_node.insert(node.name.clone(), (node.underlay_ip, via));
-        entries.routes.insert(node.pod_cidr, NodeRoute::Via { via, oif: link.index, mtu });
+        next_hops.by_node.insert(node.name.clone(), hop);
+        entries.subnets.insert(
+            node.pod_cidr,
+            SubnetEntry {
+                node_ip: node.underlay_ip,
+                local: false,
+                neighbour: hop.neighbour,
+                vtep_mac: peer_vtep_mac(node),
+            },
+        );
+        entries.routes.insert(node.pod_cidr, NodeRoute::Via { via: hop.via, oif: link.index, mtu });
     }
     let target = Target {
         config,
         entries,
         masquerade: Some(Masquerade { local: me.pod_cidr, nodes: node_ips, subnets }),
-        underlay: Some(Underlay { link, egress: local.mode == Mode::Vxlan }),
+        underlay: Some(Underlay {
+            link,
+            egress: local.mode == Mode::Vxlan,
+            big_tcp: local.mode == Mode::Native && local.big_tcp,
+        }),
     };
     Ok(Resolved { target, local: Some(me.clone()), next_hops })
 }
@@ -402,7 +427,7 @@ pub fn peer_vtep_mac(node: &NodeSpec) -> MacAddr {
 /// This node's own pod subnet: in the subnet map (the programs drop what
 /// no pod of it has) and unreachable for the host stack.
 fn own_subnet(entries: &mut Entries, cidr: Ipv4Net, node_ip: Ipv4Addr) {
-    entries.subnets.insert(cidr, SubnetEntry { node_ip, local: true, vtep_mac: MacAddr([0; 6]) });
+    entries.subnets.insert(cidr, SubnetEntry { node_ip, local: true, neighbour: false, vtep_mac: MacAddr([0; 6]) });
     entries.routes.insert(cidr, NodeRoute::Unreachable);
 }
 
@@ -448,7 +473,7 @@ mod tests {
     }
 
     fn local(mode: Mode) -> Local {
-        Local { name: "a".into(), mode, vni: 1, pod_cidr: Some(cidr("10.244.0.0/24")) }
+        Local { name: "a".into(), mode, vni: 1, pod_cidr: Some(cidr("10.244.0.0/24")), big_tcp: true }
     }
 
     fn three() -> NodeSet {
@@ -473,8 +498,12 @@ mod tests {
         assert_eq!(t.config.mode, knet_common::node::MODE_VXLAN);
         assert_eq!(
             t.entries.subnets[&cidr("10.244.0.0/24")],
-            SubnetEntry { node_ip: ip("192.168.77.10"), local: true, vtep_mac: MacAddr([0; 6]) }
+            SubnetEntry { node_ip: ip("192.168.77.10"), local: true, neighbour: false, vtep_mac: MacAddr([0; 6]) }
         );
+        // b shares the underlay's segment: sent to without a route lookup;
+        // c is behind a router: its route picks the next hop per packet.
+        assert!(t.entries.subnets[&cidr("10.244.1.0/24")].neighbour);
+        assert!(!t.entries.subnets[&cidr("10.244.2.0/24")].neighbour);
         assert_eq!(t.entries.routes.len(), 3);
         assert_eq!(t.entries.routes[&cidr("10.244.0.0/24")], NodeRoute::Unreachable, "our own subnet");
         assert_eq!(
@@ -515,7 +544,15 @@ mod tests {
         let own = cidr("10.244.0.0/24");
         assert_eq!(
             t.entries.subnets.into_iter().collect::<Vec<_>>(),
-            [(own, SubnetEntry { node_ip: Ipv4Addr::UNSPECIFIED, local: true, vtep_mac: MacAddr([0; 6]) })]
+            [(
+                own,
+                SubnetEntry {
+                    node_ip: Ipv4Addr::UNSPECIFIED,
+                    local: true,
+                    neighbour: false,
+                    vtep_mac: MacAddr([0; 6])
+                }
+            )]
         );
         assert_eq!(t.entries.routes.into_iter().collect::<Vec<_>>(), [(own, NodeRoute::Unreachable)]);
         assert!(t.entries.tunnel_sources.is_empty());
@@ -572,10 +609,11 @@ mod tests {
             ops,
             vec![Op::SetSubnet {
                 net: cidr("10.244.1.0/24"),
-                new: SubnetEntry { node_ip: ip("192.168.77.11"), local: false, vtep_mac: flannel },
+                new: SubnetEntry { node_ip: ip("192.168.77.11"), local: false, neighbour: true, vtep_mac: flannel },
                 old: Some(SubnetEntry {
                     node_ip: ip("192.168.77.11"),
                     local: false,
+                    neighbour: true,
                     vtep_mac: MacAddr::vtep_for(ip("192.168.77.11"))
                 }),
             }]

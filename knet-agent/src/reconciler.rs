@@ -159,7 +159,12 @@ impl reconcile::Kernel for Kernel<'_> {
                 .await
                 .context("the nft task failed")?
             }
-            Op::AttachUnderlay(u) => self.agent.lock().await.attach_underlay(&u.link, u.egress),
+            Op::AttachUnderlay(u) => {
+                let mut agent = self.agent.lock().await;
+                agent.attach_underlay(&u.link, u.egress)?;
+                agent.set_big_tcp(&u.link, u.big_tcp).await;
+                Ok(())
+            }
             Op::DetachUnderlay(u) => self.agent.lock().await.detach_underlay(u.link.index),
         }
     }

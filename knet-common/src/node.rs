@@ -10,6 +10,13 @@ pub const LPM_FLAGS: u32 = 1;
 /// The subnet belongs to this node.
 pub const SUBNET_LOCAL: u32 = 1;
 
+/// The owning node is a neighbour on the underlay (the host's route to it
+/// has no gateway and leaves by the underlay): encapsulated packets go to
+/// its address's neighbour entry directly, without a route lookup per
+/// packet. Without it (a node behind a router) the kernel's route to the
+/// node picks the next hop for each packet.
+pub const SUBNET_NEIGHBOUR: u32 = 2;
+
 /// Value of `NODE_SUBNETS`, keyed by the pod subnet (an LPM-trie key whose
 /// data is the network address, wire order, see `ipv4_key`).
 #[repr(C)]
@@ -17,7 +24,7 @@ pub const SUBNET_LOCAL: u32 = 1;
 pub struct NodeSubnet {
     /// The owning node's underlay address, wire order.
     pub node_ip: u32,
-    /// `SUBNET_LOCAL` or 0.
+    /// `SUBNET_LOCAL`, `SUBNET_NEIGHBOUR`, or 0.
     pub flags: u32,
     /// The owning node's VTEP MAC: the inner destination of what is
     /// encapsulated toward it. A kernel VXLAN device (flannel's

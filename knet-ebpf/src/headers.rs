@@ -101,7 +101,12 @@ impl Ipv4 {
 pub(crate) fn ipv4_at(ctx: &aya_ebpf::programs::TcContext, offset: usize) -> Result<Ipv4, ()> {
     let hdr: Ipv4Hdr = packet::load(ctx, offset).ok_or(())?;
     let header_len = usize::from(hdr.vihl & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes(hdr.tot_len));
+    let total = match u16::from_be_bytes(hdr.tot_len) {
+        // BIG TCP: a TCP GSO packet larger than 64 KiB carries length 0 and
+        // is as long as the skb (the kernel's `iph_totlen`).
+        0 if hdr.proto == IpProto::Tcp as u8 && packet::gso_size(ctx) != 0 => packet::len(ctx) as usize - offset,
+        len => usize::from(len),
+    };
     if hdr.vihl >> 4 != 4 || header_len < IPV4_LEN || total < header_len {
         return Err(());
     }

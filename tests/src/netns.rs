@@ -78,6 +78,31 @@ impl Netns {
         run_in(&self.name, work)
     }
 
+    /// The IPv4 GSO and GRO limits of `link` in the namespace (BIG TCP),
+    /// read with the agent's netlink code: iproute2 6.1 does not show them.
+    pub fn gso_limits(&self, link: &str) -> Result<knet_agent::host::GsoLimits> {
+        self.run_in(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let netlink = knet_agent::host::Netlink::connect()?;
+                netlink.gso_limits(link).await?.with_context(|| format!("no link {link} in {}", self.name))
+            })
+        })?
+    }
+
+    /// Raises `link`'s IPv4 GSO and GRO limits toward `size`, as the agent
+    /// raises an underlay's (`Netlink::raise_gso_limits`).
+    pub fn raise_gso_limits(&self, link: &str, size: u32) -> Result<()> {
+        self.run_in(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let netlink = knet_agent::host::Netlink::connect()?;
+                let (l, _) = netlink.link_with_traits(link).await?.with_context(|| format!("no link {link}"))?;
+                netlink.raise_gso_limits(l.index, size).await.map(drop)
+            })
+        })?
+    }
+
     /// Turns IPv6 back on (`new` turns it off) for the namespace and `link`,
     /// without duplicate address detection, so the link-local address is
     /// usable as soon as the link has it.

@@ -37,6 +37,14 @@ impl Node {
     pub fn on_fabric(role: &str, address: Ipv4Addr, fabric: &Netns, port: &str) -> Result<Self> {
         let ns = Netns::new(role)?;
         fabric.ip(&["link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name()])?;
+        // The fabric is the wire. A real one carries what the sender's NIC
+        // segments and the receiver's GRO puts back together, whatever
+        // size the nodes' devices allow; a veth fabric passes GSO packets
+        // whole, and a port left at 64 KiB would segment a node's BIG TCP
+        // packets in software, which no switch does. The nodes' own
+        // devices keep the kernel's defaults: raising theirs is the agent's
+        // call (BIG TCP), and the baselines never have it.
+        fabric.raise_gso_limits(port, knet_agent::host::BIG_TCP_SIZE)?;
         fabric.ip(&["link", "set", port, "master", "br0", "up"])?;
         ns.ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;

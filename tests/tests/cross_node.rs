@@ -71,6 +71,40 @@ fn full_connectivity(mode: Mode) {
     assert_eq!(src, c.nodes[0].address.to_string(), "{mode}: the outside saw {src}");
 }
 
+/// Native mode: pods' veths (both ends, wired by the CNI plugin) and the
+/// underlay take IPv4 packets of BIG TCP's size, and TCP between pods of
+/// two nodes sends them; VXLAN mode keeps the kernel's 64 KiB.
+#[test]
+fn big_tcp_in_native_mode_and_not_in_vxlan() {
+    use knet_agent::host::{BIG_TCP_SIZE, LEGACY_GSO_SIZE};
+    for mode in [Mode::Native, Mode::Vxlan] {
+        let c = Cluster::with_cni(2, 1, mode).unwrap();
+        let want = if mode == Mode::Native { BIG_TCP_SIZE } else { LEGACY_GSO_SIZE };
+        let (a, b) = (&c.pods[0][0], &c.pods[1][0]);
+        for (what, ns, link) in [("pod's eth0", &a.ns, "eth0"), ("host veth", &c.nodes[0].ns, a.host_veth.as_str())] {
+            let l = ns.gso_limits(link).unwrap();
+            assert_eq!((l.gso_ipv4_max_size, l.gro_ipv4_max_size), (want, want), "{mode}: {what}: {l:?}");
+        }
+        let underlay = c.nodes[1].ns.gso_limits("eth0").unwrap();
+        if mode == Mode::Vxlan {
+            assert_eq!(underlay.gso_ipv4_max_size, LEGACY_GSO_SIZE, "{mode}: the underlay was changed: {underlay:?}");
+            continue;
+        }
+        assert!(
+            underlay.gso_ipv4_max_size >= BIG_TCP_SIZE && underlay.gro_ipv4_max_size >= BIG_TCP_SIZE,
+            "{underlay:?}"
+        );
+        // Packets over 64 KiB arrive at the other node whole (the filter
+        // sees the skb's length; tcpdump prints their IPv4 length 0 as
+        // "IP bad-len 0").
+        let cap = Capture::start(&c.nodes[1].ns, "eth0", &[], &format!("tcp and dst host {} and greater 65600", b.ip))
+            .unwrap();
+        traffic::tcp_transfer(&a.ns, &b.ns, b.ip, 32 << 20).unwrap();
+        cap.expect(&["IP "], Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("no TCP packet over 64 KiB between the nodes: {e:#}"));
+    }
+}
+
 #[test]
 fn vxlan_every_pod_reaches_every_pod_and_node() {
     full_connectivity(Mode::Vxlan);

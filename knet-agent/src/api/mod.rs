@@ -111,4 +111,8 @@ pub struct NodeView {
     /// programmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vtep_mac: Option<crate::mac::MacAddr>,
+    /// The IPv4 GSO and GRO size a new pod's veth gets: BIG TCP, in native
+    /// mode when the underlay carries it; absent, the kernel's 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gso_max_size: Option<u32>,
 }

@@ -146,9 +146,9 @@ async fn link_programs(UrlPath(ifname): UrlPath<String>) -> Result<impl IntoResp
 }
 
 async fn node(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiError> {
-    let (node_name, pod_cidr) = {
+    let (node_name, pod_cidr, gso_max_size) = {
         let agent = shared.agent.lock().await;
-        (agent.node_name().to_string(), agent.pod_cidr())
+        (agent.node_name().to_string(), agent.pod_cidr(), agent.pod_gso_max_size())
     };
     let pod_cidr = pod_cidr.ok_or_else(|| {
         ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("node {node_name}'s pod CIDR is not known yet"))
@@ -165,6 +165,7 @@ async fn node(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiErro
         mode: programmed.then_some(view.mode),
         route_mtu: view.route_mtu,
         vtep_mac,
+        gso_max_size,
     }))
 }
 

@@ -109,19 +109,30 @@ async fn add(args: &CniArgs, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, 
         ));
     }
     // The one request before any side effect: the agent answers, and says
-    // whether pod routes that leave the node need a smaller MTU.
+    // whether pod routes that leave the node need a smaller MTU and what
+    // packet size the veth may take (BIG TCP).
     let agent = agent::Agent::new(&conf.agent_socket, args.command);
-    let node_routes = NodeRoutes::of(&agent.node().await?);
+    let view = agent.node().await?;
+    let node_routes = NodeRoutes::of(&view);
 
     let mut done = Done::default();
-    let veth_names = (host.as_str(), alias.as_str());
-    match add_steps(args, conf, &ns, &node, &ipam, &agent, node_routes, &mut done, veth_names).await {
+    let veth = Veth { host: &host, alias: &alias, gso_max_size: view.gso_max_size };
+    match add_steps(args, conf, &ns, &node, &ipam, &agent, node_routes, &mut done, veth).await {
         Ok(result) => Ok(result),
         Err(e) => {
             done.undo(&node, &agent, &ipam).await;
             Err(e)
         }
     }
+}
+
+/// The pod's veth pair as ADD creates it.
+struct Veth<'a> {
+    host: &'a str,
+    /// The host side's alias: which container and interface it wires.
+    alias: &'a str,
+    /// IPv4 GSO and GRO size of both ends, when the agent offers BIG TCP.
+    gso_max_size: Option<u32>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -134,9 +145,9 @@ async fn add_steps(
     agent: &agent::Agent<'_>,
     node_routes: Option<NodeRoutes>,
     done: &mut Done,
-    (host, alias): (&str, &str),
+    Veth { host, alias, gso_max_size }: Veth<'_>,
 ) -> Result<CniResult, CniError> {
-    wiring::create_veth(node, host, &args.ifname, conf.mtu, ns.as_fd()).await?;
+    wiring::create_veth(node, host, &args.ifname, conf.mtu, gso_max_size, ns.as_fd()).await?;
     done.veth = Some(host.to_string());
     let missing = |name: &str| CniError::new(code::NETLINK, format!("{name} vanished after creation"));
     let host_link = wiring::link(node, host).await?.ok_or_else(|| missing(host))?;

@@ -97,15 +97,25 @@ pub async fn create_veth(
     host: &str,
     pod_ifname: &str,
     mtu: u32,
+    gso_max_size: Option<u32>,
     ns: BorrowedFd<'_>,
 ) -> Result<(), CniError> {
     let mut msg = LinkVeth::new(host, pod_ifname).mtu(mtu).build();
+    // Both ends: the pod's TCP sizes its packets by its end, and the host
+    // end passes them on whole.
+    let sizes = |size: u32| [LinkAttribute::GsoIpv4MaxSize(size), LinkAttribute::GroIpv4MaxSize(size)];
+    if let Some(size) = gso_max_size {
+        msg.attributes.extend(sizes(size));
+    }
     for attr in &mut msg.attributes {
         let LinkAttribute::LinkInfo(infos) = attr else { continue };
         for info in infos {
             if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))) = info {
                 peer.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
                 peer.attributes.push(LinkAttribute::Mtu(mtu));
+                if let Some(size) = gso_max_size {
+                    peer.attributes.extend(sizes(size));
+                }
             }
         }
     }

@@ -6,7 +6,9 @@ use std::net::Ipv4Addr;
 
 use knet_common::{
     ipv4_key,
-    node::{self, DataplaneConfig, NodeSubnet, MODE_LOCAL_ONLY, MODE_NATIVE, MODE_VXLAN, SUBNET_LOCAL},
+    node::{
+        self, DataplaneConfig, NodeSubnet, MODE_LOCAL_ONLY, MODE_NATIVE, MODE_VXLAN, SUBNET_LOCAL, SUBNET_NEIGHBOUR,
+    },
     Endpoint,
 };
 use knet_tests::{
@@ -116,7 +118,8 @@ fn cluster(mode: u32) -> Maps {
         endpoints: vec![(POD_1.ip, POD_1.endpoint()), (POD_2.ip, POD_2.endpoint())],
         subnets: vec![
             subnet(10, 244, 0, NODE_IP, SUBNET_LOCAL),
-            subnet(10, 244, 1, NODE_B, 0),
+            // B shares the underlay's segment; C is behind a router.
+            subnet(10, 244, 1, NODE_B, SUBNET_NEIGHBOUR),
             subnet(10, 244, 2, NODE_C, 0),
         ],
         nodes: vec![NODE_B, NODE_C],

@@ -206,7 +206,7 @@ fn addresses() -> Vec<Row> {
             sent(&remote_later_fragment),
             Redirect(
                 Stat::RedirectTunnel,
-                via_underlay(),
+                via_underlay_to(NODE_B),
                 Is(encapsulated(exact(sent(&hop(&remote_later_fragment))), NODE_B)),
             ),
         ),
@@ -263,6 +263,35 @@ fn addresses() -> Vec<Row> {
             )
         },
     ]
+    .into_iter()
+    .chain(big_tcp())
+    .collect()
+}
+
+/// IPv4 BIG TCP: a TCP GSO packet over 64 KiB has total length 0 and the
+/// skb's length (the kernel's `iph_totlen`). Only that combination; length
+/// 0 is still malformed on anything else.
+fn big_tcp() -> Vec<Row> {
+    let tcp = |proto| Ipv4 { proto, total_len_override: Some(0), ..to(POD_B) };
+    let frame = |ip: &Ipv4| POD_1.sends(ip, &frames::tcp_syn(40000, 5201));
+    let gso = Skb { gso_size: 1400, ..Skb::default() };
+    let big = tcp(PROTO_TCP);
+    vec![
+        Row {
+            skb: gso,
+            ..row(
+                "BIG TCP (length 0, a TCP GSO skb) to a pod of node B (native)",
+                native(),
+                frame(&big),
+                Redirect(Stat::RedirectNative, via_underlay_to(NODE_B), Is(exact(frame(&hop(&big))))),
+            )
+        },
+        row("length 0, not GSO", native(), frame(&big), Drop(Stat::DropMalformed, Same)),
+        Row {
+            skb: gso,
+            ..row("length 0, GSO, but UDP", native(), frame(&tcp(frames::PROTO_UDP)), Drop(Stat::DropMalformed, Same))
+        },
+    ]
 }
 
 /// TTL 0, 1 and 2 on each path that bypasses the stack: 0 and 1 are
@@ -270,12 +299,15 @@ fn addresses() -> Vec<Row> {
 /// with 1.
 fn ttl() -> Vec<Row> {
     type Forwarded = fn(&Ipv4) -> Expect;
-    let paths: [(&str, Maps, Ipv4Addr, Forwarded); 3] = [
+    let paths: [(&str, Maps, Ipv4Addr, Forwarded); 4] = [
         ("a pod on this node", vxlan(), POD_2.ip, |ip| {
             Redirect(Stat::RedirectLocal, POD_2.target(), Is(exact(POD_2.receives(&sent(&hop(ip))))))
         }),
         ("node B (VXLAN)", vxlan(), POD_B, |ip| {
-            Redirect(Stat::RedirectTunnel, via_underlay(), Is(encapsulated(exact(sent(&hop(ip))), NODE_B)))
+            Redirect(Stat::RedirectTunnel, via_underlay_to(NODE_B), Is(encapsulated(exact(sent(&hop(ip))), NODE_B)))
+        }),
+        ("node C (VXLAN, behind a router: the route picks the next hop)", vxlan(), POD_C, |ip| {
+            Redirect(Stat::RedirectTunnel, via_underlay(), Is(encapsulated(exact(sent(&hop(ip))), NODE_C)))
         }),
         ("node B (native)", native(), POD_B, |ip| {
             Redirect(Stat::RedirectNative, via_underlay_to(NODE_B), Is(exact(sent(&hop(ip)))))
@@ -326,7 +358,7 @@ fn mtu() -> Vec<Row> {
             "exactly the tunnel's MTU with DF",
             vxlan(),
             fitting,
-            Redirect(Stat::RedirectTunnel, via_underlay(), Is(encapsulated(exact(fitting_hop), NODE_B))),
+            Redirect(Stat::RedirectTunnel, via_underlay_to(NODE_B), Is(encapsulated(exact(fitting_hop), NODE_B))),
         ),
         row(
             "one byte over the tunnel's MTU with DF: fragmentation needed",
