@@ -80,9 +80,12 @@ pub struct EtcdOptions {
 
 /// The etcd cluster's prefix (flannel's default).
 pub const ETCD_PREFIX: &str = knet_agent::config::DEFAULT_ETCD_PREFIX;
-/// The network config an etcd cluster gets by default.
-pub const ETCD_NETWORK: &str =
-    r#"{"Network": "10.244.0.0/16", "SubnetLen": 24, "Backend": {"Type": "vxlan", "VNI": 1}}"#;
+/// The network config an etcd cluster gets by default. Agents lease from
+/// 10.244.1.0 to 10.244.63.0 only (flannel's SubnetMax), so the leases a
+/// test writes by hand (10.244.64.0/18 and up: flannel nodes, hostile
+/// values) never land on a key an agent leased, which a random pick over
+/// the whole /16 did now and then (an agent's own lease overwritten).
+pub const ETCD_NETWORK: &str = r#"{"Network": "10.244.0.0/16", "SubnetLen": 24, "SubnetMax": "10.244.63.0", "Backend": {"Type": "vxlan", "VNI": 1}}"#;
 
 /// How a cluster's pods are wired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
