@@ -155,13 +155,9 @@ pub fn peer_from_lease(key: &str, value: &str) -> Result<Peer> {
 /// `rx_otherhost_dropped` of the node's `flannel.1`: decapsulated frames
 /// it dropped because their inner destination was not its MAC.
 pub fn rx_otherhost_dropped(ns: &Netns) -> Result<u64> {
-    ns.run_in(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(async {
-            let netlink = knet_agent::host::Netlink::connect()?;
-            netlink.rx_otherhost_dropped(DEVICE).await?.context("no rx_otherhost_dropped for flannel.1")
-        })
-    })?
+    ns.with_netlink(|netlink| async move {
+        netlink.rx_otherhost_dropped(DEVICE).await?.context("no rx_otherhost_dropped for flannel.1")
+    })
 }
 
 #[cfg(test)]

@@ -78,29 +78,33 @@ impl Netns {
         run_in(&self.name, work)
     }
 
-    /// The IPv4 GSO and GRO limits of `link` in the namespace (BIG TCP),
-    /// read with the agent's netlink code: iproute2 6.1 does not show them.
-    pub fn gso_limits(&self, link: &str) -> Result<knet_agent::host::GsoLimits> {
+    /// Runs `work` with the agent's netlink code (`knet_agent::host`) in
+    /// the namespace, on a runtime of its own: for what iproute2 6.1 does
+    /// not show or set (GSO limits, some link counters).
+    pub fn with_netlink<T: Send, F: std::future::Future<Output = Result<T>>>(
+        &self,
+        work: impl FnOnce(knet_agent::host::Netlink) -> F + Send,
+    ) -> Result<T> {
         self.run_in(|| {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let netlink = knet_agent::host::Netlink::connect()?;
-                netlink.gso_limits(link).await?.with_context(|| format!("no link {link} in {}", self.name))
-            })
+            rt.block_on(async { work(knet_agent::host::Netlink::connect()?).await })
         })?
+    }
+
+    /// The IPv4 GSO and GRO limits of `link` in the namespace (BIG TCP).
+    pub fn gso_limits(&self, link: &str) -> Result<knet_agent::host::GsoLimits> {
+        self.with_netlink(|netlink| async move {
+            netlink.gso_limits(link).await?.with_context(|| format!("no link {link} in {}", self.name))
+        })
     }
 
     /// Raises `link`'s IPv4 GSO and GRO limits toward `size`, as the agent
     /// raises an underlay's (`Netlink::raise_gso_limits`).
     pub fn raise_gso_limits(&self, link: &str, size: u32) -> Result<()> {
-        self.run_in(|| {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(async {
-                let netlink = knet_agent::host::Netlink::connect()?;
-                let (l, _) = netlink.link_with_traits(link).await?.with_context(|| format!("no link {link}"))?;
-                netlink.raise_gso_limits(l.index, size).await.map(drop)
-            })
-        })?
+        self.with_netlink(|netlink| async move {
+            let (l, _) = netlink.link_with_traits(link).await?.with_context(|| format!("no link {link}"))?;
+            netlink.raise_gso_limits(l.index, size).await.map(drop)
+        })
     }
 
     /// Turns IPv6 back on (`new` turns it off) for the namespace and `link`,
